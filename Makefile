@@ -1,0 +1,29 @@
+# Two entry points for a fresh machine (see README):
+#   make demo   classify the bundled images (real checkpoint by default; DEIT_TT_MODEL=random:base offline)
+#   make test   the test suite, notebooks included
+# Both create .venv with Python 3.12 (ttnn 0.81.1 ships wheels for 3.10 and 3.12 only) when missing.
+
+PYTHON ?= python3.12
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo lab test test-fast clean-venv
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m deit_tt classify data/images/*.jpg data/images/*.png
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests notebooks --nbmake --nbmake-kernel=python3 --timeout=900
+
+clean-venv:
+	rm -rf $(VENV)

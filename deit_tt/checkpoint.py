@@ -1,0 +1,140 @@
+"""Loading a DeiT checkpoint: a Hugging Face hub id, a ``save_pretrained`` directory, or ``random:<size>``.
+
+``random:tiny|small|base`` builds the real architecture (12 layers, 1000 ImageNet labels, both heads)
+with seeded random weights, so everything can run where the hub cannot be reached. Predictions from
+such a model are meaningless; ``Checkpoint.is_random`` lets every report say so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+from transformers import DeiTConfig, DeiTForImageClassification, DeiTForImageClassificationWithTeacher
+
+from deit_tt.errors import UserFacingError
+from deit_tt.labels import imagenet_class_names
+
+DEFAULT_MODEL = "facebook/deit-base-distilled-patch16-224"
+MODEL_ENV = "DEIT_TT_MODEL"
+RANDOM_SEED = 0
+
+# hidden size and heads of the three DeiT sizes; all have 12 layers, MLP ratio 4 and head size 64.
+RANDOM_SIZES: dict[str, tuple[int, int]] = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
+
+
+class CheckpointError(UserFacingError):
+    """A checkpoint could not be found or loaded; the message says what to do."""
+
+
+@dataclass
+class Checkpoint:
+    model: DeiTForImageClassification | DeiTForImageClassificationWithTeacher
+    name: str  # what the user asked for
+    identity: str  # stable fingerprint of the weights, used to key the conversion cache
+    is_random: bool
+
+    @property
+    def config(self) -> DeiTConfig:
+        return self.model.config
+
+    @property
+    def distilled(self) -> bool:
+        return isinstance(self.model, DeiTForImageClassificationWithTeacher)
+
+    @property
+    def short_name(self) -> str:
+        return self.name.rstrip("/").split("/")[-1]
+
+    def describe(self) -> str:
+        kind = "RANDOM-INITIALISED weights (predictions and maps are meaningless)" if self.is_random else "trained weights"
+        return f"model: {self.name} | {kind}"
+
+
+def resolve_model_name(model: str | None = None) -> str:
+    return model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+
+
+def load_checkpoint(model: str | None = None) -> Checkpoint:
+    """Load ``model`` (default: $DEIT_TT_MODEL, then facebook/deit-base-distilled-patch16-224) in fp32, eval mode.
+
+    Attention is eager so that attention probabilities can be captured.
+    """
+    name = resolve_model_name(model)
+    if name.startswith("random:"):
+        return random_checkpoint(name.removeprefix("random:"))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _load_pretrained(str(path), name, identity=_directory_fingerprint(path))
+    if path.suffix or name.startswith((".", "/", "~")):
+        raise CheckpointError(f"checkpoint directory {name!r} does not exist; pass a folder written by save_pretrained")
+    return _load_pretrained(name, name, identity=None)
+
+
+def random_config(size: str) -> DeiTConfig:
+    if size not in RANDOM_SIZES:
+        raise CheckpointError(f"unknown random model size {size!r}; use random:tiny, random:small or random:base")
+    hidden, heads = RANDOM_SIZES[size]
+    names = imagenet_class_names()
+    return DeiTConfig(
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        num_hidden_layers=12,
+        intermediate_size=4 * hidden,
+        num_labels=len(names),
+        id2label=dict(enumerate(names)),
+        label2id={},  # class names are not unique ("crane"); never map names to indices
+        architectures=["DeiTForImageClassificationWithTeacher"],
+        attn_implementation="eager",
+    )
+
+
+def random_checkpoint(size: str, seed: int = RANDOM_SEED) -> Checkpoint:
+    config = random_config(size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DeiTForImageClassificationWithTeacher(config).eval()
+    identity = f"random:{size}:seed{seed}:transformers-{version('transformers')}:torch-{version('torch')}"
+    return Checkpoint(model, f"random:{size}", identity, is_random=True)
+
+
+def _load_pretrained(source: str, name: str, identity: str | None) -> Checkpoint:
+    try:
+        config = DeiTConfig.from_pretrained(source)
+    except OSError as error:
+        raise CheckpointError(_unreachable_message(name, error)) from None
+    teacher = any("WithTeacher" in arch for arch in (config.architectures or []))
+    model_class = DeiTForImageClassificationWithTeacher if teacher else DeiTForImageClassification
+    try:
+        model = model_class.from_pretrained(source, attn_implementation="eager", dtype=torch.float32).eval()
+    except OSError as error:
+        raise CheckpointError(_unreachable_message(name, error)) from None
+    if identity is None:
+        identity = f"hub:{name}@{getattr(config, '_commit_hash', None) or 'unknown-revision'}"
+    return Checkpoint(model, name, identity, is_random=False)
+
+
+def _unreachable_message(name: str, error: OSError) -> str:
+    return (
+        f"cannot load checkpoint {name!r}: the Hugging Face hub is unreachable and it is not in the local cache "
+        f"({type(error).__name__}); pass a directory written by save_pretrained (--model PATH / DEIT_TT_MODEL=PATH) "
+        "or use random weights (--model random:base)"
+    )
+
+
+def _directory_fingerprint(path: Path) -> str:
+    """Content hash of config and weight files, so a re-saved directory gets a new cache entry."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.iterdir() if p.suffix in {".json", ".safetensors", ".bin"})
+    if not any(p.suffix in {".safetensors", ".bin"} for p in files):
+        raise CheckpointError(f"{path} has no model weights (*.safetensors or *.bin); pass a folder written by save_pretrained")
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return f"dir:{path.resolve()}:{digest.hexdigest()[:16]}"

@@ -1,0 +1,25 @@
+"""Arguments shared by several commands."""
+
+from __future__ import annotations
+
+import argparse
+
+from deit_tt.policy import DEFAULT_POLICY, POLICIES
+from deit_tt.runtime import EXECUTORS
+
+
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="Hugging Face id, save_pretrained directory, or random:tiny|small|base "
+        "(default: $DEIT_TT_MODEL, then facebook/deit-base-distilled-patch16-224)",
+    )
+
+
+def add_executor_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", choices=EXECUTORS, default=None, help="where ttnn ops run (default: auto)")
+
+
+def add_policy_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dtype-policy", choices=sorted(POLICIES), default=DEFAULT_POLICY, help="ttnn dtypes per tensor family")
