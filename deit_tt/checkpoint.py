@@ -22,6 +22,7 @@ from deit_tt.labels import imagenet_class_names
 DEFAULT_MODEL = "facebook/deit-base-distilled-patch16-224"
 MODEL_ENV = "DEIT_TT_MODEL"
 RANDOM_SEED = 0
+RANDOM_INIT_VERSION = 2  # part of the identity of random checkpoints (and so of their conversion cache key)
 
 # hidden size and heads of the three DeiT sizes; all have 12 layers, MLP ratio 4 and head size 64.
 RANDOM_SIZES: dict[str, tuple[int, int]] = {"tiny": (192, 3), "small": (384, 6), "base": (768, 12)}
@@ -98,8 +99,25 @@ def random_checkpoint(size: str, seed: int = RANDOM_SEED) -> Checkpoint:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = DeiTForImageClassificationWithTeacher(config).eval()
-    identity = f"random:{size}:seed{seed}:transformers-{version('transformers')}:torch-{version('torch')}"
+        _make_every_parameter_observable(model)
+    identity = f"random:{size}:seed{seed}:init-v{RANDOM_INIT_VERSION}:transformers-{version('transformers')}:torch-{version('torch')}"
     return Checkpoint(model, f"random:{size}", identity, is_random=True)
+
+
+def _make_every_parameter_observable(model: torch.nn.Module) -> None:
+    """HF initialises biases and the CLS/distillation/position embeddings to 0 and LayerNorm to (1, 0).
+    Random values make every parameter observable, so a comparison against Hugging Face catches a
+    misplaced bias, token or LayerNorm parameter. (Bump RANDOM_INIT_VERSION when this changes.)"""
+    embeddings = model.deit.embeddings
+    with torch.no_grad():
+        for token in (embeddings.cls_token, embeddings.distillation_token, embeddings.position_embeddings):
+            token.normal_(0.0, 0.02)
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.add_(0.1 * torch.randn_like(module.weight))
+                module.bias.normal_(0.0, 0.1)
+            elif isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and module.bias is not None:
+                module.bias.normal_(0.0, 0.02)
 
 
 def _load_pretrained(source: str, name: str, identity: str | None) -> Checkpoint:

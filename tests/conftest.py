@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 
 from deit_tt.checkpoint import random_checkpoint
@@ -9,6 +12,8 @@ from deit_tt.runtime import card_present, prepare_host
 
 # Host-side TILE/bfloat8_b conversion needs a cluster description before the first conversion.
 prepare_host()
+# One conversion cache for the whole session (notebook kernels inherit it), never the user's.
+os.environ.setdefault("DEIT_TT_CACHE", tempfile.mkdtemp(prefix="deit-tt-test-cache-"))
 
 
 def pytest_collection_modifyitems(config, items):

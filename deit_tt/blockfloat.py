@@ -1,0 +1,187 @@
+"""The values ttnn stores for a tensor in bfloat16, bfloat8_b or bfloat4_b, computed fast in torch.
+
+**bfloat16** keeps the top 16 bits of a float32: sign, 8 exponent bits, 7 mantissa bits. ttnn rounds
+float32 input to nearest, ties to even (like ``tensor.to(torch.bfloat16)``), and writes every NaN as
+the one quiet NaN ``0x7FC0``. Subnormals survive.
+
+**bfloat8_b / bfloat4_b** are *block floats*. A TILE-layout tensor is cut into 32x32 tiles, each tile
+into four 16x16 faces, and each face row (16 neighbouring values of one row, starting at a column
+that is a multiple of 16) shares a single 8-bit exponent. Every value keeps only a sign and a 7-bit
+(bfloat8_b) or 3-bit (bfloat4_b) magnitude, counted in steps of one shared unit:
+
+    shared exponent E = largest float32 exponent field among the 16 values
+    unit              = 2**(E - 127 - 6)   (bfloat8_b)      2**(E - 127 - 2)   (bfloat4_b)
+    stored value      = sign * m * unit,    m = 0..127      (bfloat8_b)        m = 0..7 (bfloat4_b)
+
+So the largest value of a row keeps 7 (or 3) significant bits, and a value 2**k times smaller
+keeps k fewer bits: anything below half a unit becomes zero. Only the face row matters, so the
+tiling reduces to "groups of 16 along the last dimension"; rows never share an exponent.
+
+How ttnn 0.81's host packing picks m (worked out against ``ttnn.from_torch(..., TILE_LAYOUT)`` and
+``ttnn.to_torch``, checked bit for bit in tests/test_blockfloat.py):
+
+1. Subnormal inputs count as zero (and do not raise E). Zeros of either sign are stored as +0.
+2. The 24-bit mantissa (hidden 1 included) is shifted right by ``E - e``, dropping the bits that
+   fall off (truncation), then rounded to 7 (3) bits: round to nearest, ties to even.
+3. Rounding up past the largest m (1.1111111b) does not bump the exponent: m is clamped to 127 (7),
+   so a row maximum like 1.998 * 2**k is stored as 1.984375 * 2**k.
+4. A result of m = 0 is +0 whatever the sign. Inf stays inf; NaN stays NaN (or becomes inf when its
+   payload sits only in the low mantissa bits), and a NaN/inf in a row sets E = 255 for its
+   neighbours too. float32 input is packed directly, not rounded to bfloat16 first.
+
+Every stored value is m * 2**(E - 133) (bfloat8_b) with m < 128 and a normal exponent, so it has at
+most 8 significant bits: it is exactly representable in bfloat16. :func:`round_to_dtype` therefore
+returns torch.bfloat16 for all three formats.
+
+The fast path below does the arithmetic in float32 with about a dozen vectorised torch ops per
+cache-sized slice; rows whose shared exponent is tiny (E < 30: values below about 2**-97) or 255
+(inf/NaN) go through an exact bit-level port of the same rules instead.
+"""
+
+from __future__ import annotations
+
+import torch
+import ttnn
+
+__all__ = ["round_to_dtype", "BLOCK_SIZE", "MANTISSA_BITS"]
+
+BLOCK_SIZE = 16  # values sharing one exponent: one row of a 16x16 face
+MANTISSA_BITS = {ttnn.bfloat8_b: 7, ttnn.bfloat4_b: 3}  # magnitude bits, hidden bit included
+
+_BF16_CANONICAL_NAN = 0x7FC0
+# Fast path bounds on the shared exponent E (see _round_block_float). Rows of zeros/subnormals
+# (E == 0) are fine on the fast path too: they round to +0.
+_FAST_MIN_EXPONENT = 30
+_NAN_EXPONENT = 255
+_F32_SHIFT = 23  # mantissa bits of float32
+_CHUNK_ROWS = 32768  # rows of 16 per slice: 2 MiB of float32
+
+
+def round_to_dtype(tensor: torch.Tensor, dtype: ttnn.DataType) -> torch.Tensor:
+    """The values ttnn would store for ``tensor`` in ``dtype``, bit for bit.
+
+    ``dtype`` is ttnn.bfloat16, ttnn.bfloat8_b or ttnn.bfloat4_b (result: torch.bfloat16, same
+    shape) or ttnn.float32 (result: the tensor as torch.float32). ``tensor`` is any floating-point
+    torch tensor; like ttnn, other dtypes than float32 and bfloat16 go through bfloat16 first.
+    Block floats group values along the last dimension, so any rank works; ttnn's padding of the
+    last two dims to 32 adds zeros, which never change a row's shared exponent.
+    """
+    if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+        raise TypeError(f"round_to_dtype expects a floating-point torch.Tensor, got {type(tensor).__name__}")
+    tensor = tensor.detach()
+    if dtype == ttnn.float32:
+        return tensor.to(torch.float32)
+    if tensor.dtype not in (torch.float32, torch.bfloat16):
+        tensor = tensor.to(torch.bfloat16)
+    if dtype == ttnn.bfloat16:
+        return _round_bfloat16(tensor)
+    if dtype in MANTISSA_BITS:
+        return _round_block_float(tensor, MANTISSA_BITS[dtype])
+    raise ValueError(f"round_to_dtype supports bfloat16, bfloat8_b, bfloat4_b and float32, not {dtype}")
+
+
+def _round_bfloat16(tensor: torch.Tensor) -> torch.Tensor:
+    if tensor.dtype == torch.bfloat16:
+        return tensor  # stored as is, NaN payloads included
+    out = tensor.to(torch.bfloat16)  # round to nearest even, like ttnn
+    nan = torch.isnan(tensor)
+    if nan.any():  # ttnn writes one canonical NaN; torch's vectorised cast may keep sign/payload
+        out.view(torch.int16).masked_fill_(nan, _BF16_CANONICAL_NAN)
+    return out
+
+
+def _round_block_float(tensor: torch.Tensor, mantissa_bits: int) -> torch.Tensor:
+    shape = tensor.shape
+    if tensor.numel() == 0:
+        return torch.empty(shape, dtype=torch.bfloat16)
+    width = tensor.shape[-1] if tensor.dim() else 1
+    pad = (-width) % BLOCK_SIZE
+    x = tensor.reshape(-1, width)
+    if pad:  # zero padding, as ttnn pads tiles: zeros never raise a row's shared exponent
+        x = torch.nn.functional.pad(x, (0, pad))
+    groups = x.contiguous().view(-1, BLOCK_SIZE)
+    n = groups.shape[0]
+    out = torch.empty((n, BLOCK_SIZE), dtype=torch.bfloat16)
+
+    # Shared exponent E per row of 16: the largest exponent field. With the sign bit cleared,
+    # float32 bit patterns order like their magnitudes (inf and NaN come out on top), so a max over
+    # int32 finds it. The max over each 16 is a 4-step tree on the flat tensor: step k compares
+    # every element with the one 8, 4, 2, 1 places further on, so after the last step the first
+    # element of each row holds the row's max (the other positions hold junk we ignore).
+    #
+    # Step 2 in float32: in units of fine = 2**(E - 150) the shifted mantissa is trunc(x / fine),
+    # an integer below 2**24, and m is that integer rounded half-to-even to a multiple of
+    # 2**step_bits. Adding 1.5 * 2**(23 + step_bits) does that rounding (the sum's last bit is worth
+    # exactly one step); subtracting it again leaves m * 2**step_bits, with -0 turned into +0.
+    # Finally m * 2**step_bits * fine = m * unit is exact in bfloat16.
+    #
+    # This runs on slices of _CHUNK_ROWS rows (a loop over cache-sized slices, not over tiles: each
+    # slice is handled by the same dozen whole-slice torch ops). A slice stays in the CPU cache from
+    # one op to the next, so the dozen passes cost little more than one pass over main memory.
+    step_bits = 24 - mantissa_bits
+    magic = 1.5 * 2.0 ** (23 + step_bits)
+    largest = float((1 << mantissa_bits) - 1) * 2.0**step_bits
+    low, high = _FAST_MIN_EXPONENT << _F32_SHIFT, ((_NAN_EXPONENT - 1) << _F32_SHIFT) | 0x7FFFFF
+
+    rows = min(n, _CHUNK_ROWS)
+    size = rows * BLOCK_SIZE
+    scratch_a = torch.empty(size, dtype=torch.int32)
+    scratch_b = torch.empty(size, dtype=torch.int32)
+    as_float = torch.empty(size) if groups.dtype != torch.float32 else None
+    row_max = torch.empty((n, 1), dtype=torch.int32)  # |largest value| of each row, as bits
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        k = (stop - start) * BLOCK_SIZE
+        chunk = groups[start:stop]
+        if as_float is not None:  # bfloat16 -> float32 is exact; ttnn packs both the same way
+            chunk = as_float[:k].view(-1, BLOCK_SIZE).copy_(chunk)
+        flat = torch.bitwise_and(chunk.view(torch.int32).view(-1), 0x7FFFFFFF, out=scratch_a[:k])
+        level = scratch_b[:k]
+        for offset in (8, 4, 2, 1):
+            torch.maximum(flat[:-offset], flat[offset:], out=level[:-offset])
+            flat, level = level, flat
+        chunk_max = row_max[start:stop].copy_(flat.view(-1, BLOCK_SIZE)[:, :1])
+        fine = torch.clamp(chunk_max, low, high).bitwise_and_(0x7F800000).view(torch.float32)
+        fine.mul_(2.0**-23)  # 2**(E - 150), E clamped to the fast path's range
+        q = torch.div(chunk, fine, rounding_mode="trunc", out=level.view(torch.float32).view(-1, BLOCK_SIZE))
+        q.add_(magic).sub_(magic).clamp_(-largest, largest)  # step 3: m <= 127 (7), never a carry
+        torch.mul(q, fine, out=out[start:stop])
+
+    # Rows the fast path cannot do exactly: tiny (0 < E < 30) or inf/NaN (E = 255).
+    exponent = row_max.view(-1) >> _F32_SHIFT
+    exact_rows = (exponent == _NAN_EXPONENT) | ((exponent > 0) & (exponent < _FAST_MIN_EXPONENT))
+    if exact_rows.any():
+        out[exact_rows] = _round_block_float_exact(groups[exact_rows].to(torch.float32), mantissa_bits)
+
+    out = out.view(x.shape)
+    if pad:
+        out = out[:, :width]
+    return out.reshape(shape)
+
+
+def _round_block_float_exact(groups: torch.Tensor, mantissa_bits: int) -> torch.Tensor:
+    """Bit-level version of the same rules for float32 rows of 16 (any values, used for the rare
+    rows outside the fast path's range; tests also run it on everything)."""
+    bits = groups.contiguous().view(torch.int32)
+    exp = (bits >> _F32_SHIFT) & 0xFF  # 0 for zeros and for subnormals, which count as zero
+    shared = exp.amax(dim=-1, keepdim=True)
+    mantissa = (bits & 0x7FFFFF) | 0x800000  # 24 bits with the hidden 1
+    mantissa = mantissa >> (shared - exp).clamp_(max=31)  # truncate to the shared exponent
+    step_bits = 24 - mantissa_bits
+    remainder = mantissa & ((1 << step_bits) - 1)
+    m = mantissa >> step_bits
+    half = 1 << (step_bits - 1)
+    round_up = (remainder > half) | ((remainder == half) & ((m & 1) == 1))
+    m = (m + round_up.to(torch.int32)).clamp_(max=(1 << mantissa_bits) - 1)
+    m = torch.where(exp == 0, 0, m)
+
+    # Back to a float: normalise m (shift its leading 1 to the hidden bit), lower the exponent to match.
+    leading = (m.float().view(torch.int32) >> _F32_SHIFT) - 127  # floor(log2(m)) for m >= 1
+    shift = (mantissa_bits - 1) - leading
+    out_exp = shared - shift  # >= 1 for every m > 0: step 2 never loses a leading bit a normal value had
+    frac = (m << (_F32_SHIFT - leading)) & 0x7FFFFF  # drop the leading 1
+    sign = bits & torch.iinfo(torch.int32).min
+    out = sign | (out_exp << _F32_SHIFT) | frac
+    out = torch.where(m == 0, 0, out)  # +0, whatever the sign
+    # Only the top 16 bits can be set: bfloat16 keeps them exactly (NaN payloads included).
+    return (out >> 16).to(torch.int16).view(torch.bfloat16)

@@ -1,0 +1,112 @@
+"""``python -m deit_tt evaluate --data DIR``: ImageNet-1k top-1 / top-5 per head, resumable.
+
+Predictions are appended batch by batch to a JSON-lines results file (``--out``, default
+``evaluation/<model>-<executor>-<policy>-<preprocess>.jsonl``); running the same command again
+continues where it stopped (Ctrl-C, a kill, a reboot). The summary JSON is written next to it
+(``<out>.summary.json``) and computed from the results file alone.
+
+Exit status: 0 when at least one image was evaluated, 1 when none could be (all corrupt),
+2 for a usage error (bad dataset layout, bad checkpoint, results file from another run),
+130 when interrupted (the finished batches are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from deit_tt.commands.common import add_executor_argument, add_model_argument, add_policy_argument
+from deit_tt.errors import UserFacingError
+
+HELP = "ImageNet-1k evaluation: top-1/top-5 per head, resumable results file, summary JSON"
+DEFAULT_OUT_DIR = "evaluation"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from deit_tt.imagenet import LAYOUTS
+    from deit_tt.preprocessing import PREPROCESSING_MODES
+
+    parser.add_argument("--data", required=True, metavar="DIR", help="validation images: synset folders, flat folder + LOC_val_solution.csv, or a Hugging Face imagenet-1k copy")
+    parser.add_argument("--layout", choices=LAYOUTS, default="auto", help="dataset layout (default: auto-detect)")
+    parser.add_argument("--ground-truth", metavar="FILE", default=None, help="LOC_val_solution.csv for a flat folder (default: looked up in DIR and its parent)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N images (evaluation order = sorted image ids)")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="B", help="images per forward pass (default: $DEIT_TT_BATCH, then 8)")
+    parser.add_argument("--preprocess", choices=PREPROCESSING_MODES, default="official", help="official DeiT eval recipe (default) or the checkpoint's own HF image processor")
+    parser.add_argument("--out", metavar="FILE", default=None, help="results file (JSON lines) to write or resume (default: evaluation/<model>-<executor>-<policy>-<preprocess>.jsonl)")
+    parser.add_argument("--restart", action="store_true", help="discard an existing results file instead of resuming it")
+    add_model_argument(parser)
+    add_executor_argument(parser)
+    add_policy_argument(parser)
+    parser.add_argument("--compare-reference", action="store_true", help="also run the PyTorch fp32 Hugging Face model on every batch: top-1 agreement, logits PCC")
+    parser.add_argument("--workers", type=int, default=None, metavar="W", help="image-decoding worker processes (default: cores - 1, at most 4; 0 = decode in the main process)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def default_results_path(pipeline, preprocess: str) -> Path:
+    checkpoint = pipeline.checkpoint
+    model = re.sub(r"[^A-Za-z0-9_.-]+", "-", checkpoint.short_name if hasattr(checkpoint, "short_name") else checkpoint.name)
+    return Path(DEFAULT_OUT_DIR) / f"{model}-{pipeline.runtime.executor}-{pipeline.policy.name}-{preprocess}.jsonl"
+
+
+def run(args: argparse.Namespace) -> int:
+    from deit_tt.evaluation import Preprocessor, evaluate, format_summary, summary_path_for, write_summary
+    from deit_tt.imagenet import open_dataset
+
+    if args.limit is not None and args.limit < 1:
+        raise UserFacingError(f"--limit must be at least 1, got {args.limit}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserFacingError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.workers is not None and args.workers < 0:
+        raise UserFacingError(f"--workers must be 0 or more, got {args.workers}")
+    dataset = open_dataset(args.data, args.layout, args.ground_truth)  # before the model: fail fast on a bad folder
+    pipeline = _build_pipeline(args)
+    try:
+        print(pipeline.banner(), flush=True)
+        print(dataset.describe(), flush=True)
+        for note in dataset.notes:
+            print(f"note: {note}")
+        preprocessor = Preprocessor(args.preprocess, pipeline.checkpoint.name)
+        print(f"preprocessing: {preprocessor.description}", flush=True)
+        out = Path(args.out) if args.out else default_results_path(pipeline, args.preprocess)
+        print(f"results file: {out}", flush=True)
+        try:
+            result = evaluate(
+                pipeline,
+                dataset,
+                out,
+                limit=args.limit,
+                preprocess=preprocessor,
+                workers=args.workers,
+                compare_reference=args.compare_reference,
+                progress=not args.no_progress,
+                restart=args.restart,
+            )
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: finished batches are saved in {out}; run the same command again to resume", file=sys.stderr)
+            return 130
+    finally:
+        pipeline.close()
+
+    summary_path = write_summary(result.summary, summary_path_for(result.results_path))
+    print()
+    print(format_summary(result.summary))
+    print(f"\nsummary written to {summary_path}")
+    if result.summary["images"]["evaluated"] == 0:
+        print("error: no image could be evaluated (all corrupt?)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _build_pipeline(args: argparse.Namespace):
+    from deit_tt import pipeline as pipeline_module
+
+    try:
+        return pipeline_module.build_pipeline(
+            model=args.model, executor=args.executor, dtype_policy=args.dtype_policy, batch_size=args.batch_size
+        )
+    except UserFacingError:
+        raise
+    except (RuntimeError, ValueError) as error:  # e.g. --executor device without a card
+        raise UserFacingError(" ".join(str(error).split()) or type(error).__name__) from None

@@ -1,0 +1,115 @@
+"""Two executors for one op sequence.
+
+The model issues every ttnn op through ``executor.run(op, *args, **kwargs)`` with the arguments the
+device needs (program configs, memory configs, output dtypes). ``DeviceExecutor`` calls the op.
+``HostExecutor`` evaluates ttnn's golden (torch) function for that op with the same arguments and
+stores the result the way the device would store it in the requested dtype (bfloat16, or
+bfloat8_b/bfloat4_b tiles through ``deit_tt.blockfloat``). Memory placement (sharding, L1/DRAM,
+layout) has no meaning on the host; the sharding plan still validates every config before use.
+"""
+
+from __future__ import annotations
+
+import torch
+import ttnn
+
+from deit_tt.blockfloat import round_to_dtype
+
+# Ops that only move data or change its placement: identity on the host (plus dtype rounding).
+_PLACEMENT_OPS = {
+    ttnn.to_layout,
+    ttnn.to_memory_config,
+    ttnn.reshard,
+    ttnn.reallocate,
+    ttnn.interleaved_to_sharded,
+    ttnn.sharded_to_interleaved,
+}
+
+
+class DeviceExecutor:
+    """Runs ops on an open ttnn device."""
+
+    name = "device"
+
+    def __init__(self, device):
+        self.device = device
+
+    def run(self, op, *args, **kwargs):
+        return op(*args, **kwargs)
+
+    def from_torch(self, tensor: torch.Tensor, *, dtype, layout, memory_config=None):
+        return ttnn.from_torch(tensor, dtype=dtype, layout=layout, device=self.device, memory_config=memory_config)
+
+    def parameter(self, tensor: ttnn.Tensor):
+        """Move a converted host parameter to DRAM, where the sharded matmuls stream weights from."""
+        return ttnn.to_device(tensor, self.device, memory_config=ttnn.DRAM_MEMORY_CONFIG)
+
+    def to_torch(self, tensor) -> torch.Tensor:
+        return ttnn.to_torch(tensor).float()
+
+    def deallocate(self, tensor) -> None:
+        ttnn.deallocate(tensor)
+
+
+class HostExecutor:
+    """Evaluates each op with ttnn's golden function; tensors are torch tensors in bfloat16.
+
+    Like the device, an op without a ``dtype`` argument produces its first input's dtype, so each
+    host tensor remembers the ttnn dtype it is stored in.
+    """
+
+    name = "host"
+
+    def run(self, op, *args, **kwargs):
+        dtype = kwargs.pop("dtype", None) or _stored_dtype(args)
+        if op in _PLACEMENT_OPS:
+            output = args[0]
+            if getattr(output, "ttnn_dtype", None) == dtype:
+                return output  # a pure move keeps the stored values
+        elif op is ttnn.transformer.split_query_key_value_and_split_heads:
+            output = self._split_heads(*args, **kwargs)
+        else:
+            output = ttnn.get_golden_function(op)(*args, **kwargs)
+        if isinstance(output, tuple):
+            return tuple(_store(t, dtype) for t in output)
+        return _store(output, dtype)
+
+    def from_torch(self, tensor: torch.Tensor, *, dtype, layout, memory_config=None):
+        return _store(tensor, dtype)
+
+    def parameter(self, tensor: ttnn.Tensor) -> torch.Tensor:
+        """Read a converted parameter back exactly as quantised (bfloat8_b/4_b values are exact in bfloat16)."""
+        return _store(ttnn.to_torch(tensor), tensor.dtype)
+
+    def to_torch(self, tensor) -> torch.Tensor:
+        return tensor.float()
+
+    def deallocate(self, tensor) -> None:
+        pass
+
+    @staticmethod
+    def _split_heads(fused_qkv: torch.Tensor, *, num_heads: int, **kwargs):
+        """The sharded split reads head-interleaved columns [q0 k0 v0 | q1 k1 v1 | ...] (see the op's
+        documentation); the golden function models the interleaved-memory variant, which reads
+        [Q | K | V]. Reorder the columns to that layout, then evaluate the golden function."""
+        batch, sequence, width = fused_qkv.shape
+        head_size = width // (3 * num_heads)
+        grouped = fused_qkv.reshape(batch, sequence, num_heads, 3, head_size).transpose(2, 3)
+        golden = ttnn.get_golden_function(ttnn.transformer.split_query_key_value_and_split_heads)
+        return golden(grouped.reshape(batch, sequence, width), num_heads=num_heads, **kwargs)
+
+
+def _store(tensor: torch.Tensor, dtype) -> torch.Tensor:
+    stored = round_to_dtype(tensor, dtype)
+    stored.ttnn_dtype = dtype
+    return stored
+
+
+def _stored_dtype(args):
+    """dtype of the first tensor argument (looking inside a list, as for concat)."""
+    for arg in args:
+        candidates = arg if isinstance(arg, (list, tuple)) else [arg]
+        for candidate in candidates:
+            if isinstance(candidate, torch.Tensor):
+                return getattr(candidate, "ttnn_dtype", ttnn.bfloat16)
+    return ttnn.bfloat16

@@ -1,0 +1,363 @@
+"""The DeiT forward pass, written once against the ttnn 0.81 API.
+
+The design follows tt-metal's sharded ViT for Wormhole: the patch embedding is a fold + matmul,
+the encoder activations stay block-sharded in L1 for LayerNorm, QKV, self-output and the MLP, and
+attention runs on a grid with one image per row and height-sharded heads. DeiT-specific parts:
+two prefix tokens (CLS at 0, distillation at 1), a 198-row position table, two classifier heads
+read from tokens 0 and 1 and averaged as Hugging Face does.
+
+The sequence is padded explicitly from 198 to 224 tokens (7 tiles) so that every shape is a tile
+multiple. The padded rows are not zero after the first LayerNorm (they become its beta), so as keys
+they would leak into every real token's softmax; an additive mask hides key columns 198..223.
+
+Every op goes through ``executor.run``: the same sequence runs on a card or, through ttnn's
+golden functions, on the host (see ``deit_tt.executor``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import torch
+import ttnn
+
+from deit_tt.conversion import DeiTParameters
+from deit_tt.sharding import ShardingPlan, attention_mask
+
+LAYER_STAGES = ("ln1", "qkv", "attention_probs", "context", "attention_residual", "ln2", "ff1", "output")
+
+
+@dataclass
+class DeiTOutput:
+    """Logits of the real classes (padding removed), float32 on the host."""
+
+    logits: torch.Tensor
+    cls_logits: torch.Tensor
+    distillation_logits: torch.Tensor | None
+    captures: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class TtDeiT:
+    """DeiT for one fixed batch size, bound to one executor and one sharding plan."""
+
+    def __init__(
+        self,
+        parameters: DeiTParameters,
+        plan: ShardingPlan,
+        executor,
+        layer_norm_eps: float,
+        mask_padded_tokens: bool = True,
+    ):
+        self.plan = plan
+        self.layer_norm_eps = layer_norm_eps
+        self.dims = plan.dims
+        self.executor = executor
+        self.policy = parameters.policy
+        self.num_labels = parameters.num_labels
+        self.mask_padded_tokens = mask_padded_tokens
+        self.params = _place(parameters, executor)
+        batch, hidden = plan.batch, self.dims.hidden
+        tokens = torch.cat(
+            [ttnn.to_torch(parameters.cls_token).float(), ttnn.to_torch(parameters.distillation_token).float()], dim=1
+        )
+        self.prefix_tokens = executor.from_torch(
+            tokens.expand(batch, 2, hidden), dtype=self.policy.embeddings, layout=ttnn.ROW_MAJOR_LAYOUT
+        )
+        padding_rows = self.dims.padded_tokens - self.dims.tokens
+        self.padding_tokens = executor.from_torch(
+            torch.zeros(batch, padding_rows, hidden), dtype=self.policy.embeddings, layout=ttnn.ROW_MAJOR_LAYOUT
+        )
+        self.position_embeddings = executor.from_torch(
+            ttnn.to_torch(parameters.position_embeddings).float().expand(batch, -1, -1),
+            dtype=self.policy.embeddings,
+            layout=ttnn.TILE_LAYOUT,
+        )
+        self.mask = (
+            executor.from_torch(
+                attention_mask(plan, torch.bfloat16),
+                dtype=ttnn.bfloat16,
+                layout=plan.attention_mask_layout,
+                memory_config=plan.attention_mask_memory_config,
+            )
+            if mask_padded_tokens
+            else None
+        )
+
+    def __call__(self, pixel_values: torch.Tensor, capture: bool = False) -> DeiTOutput:
+        if pixel_values.shape != (self.plan.batch, 3, self.dims.image_size, self.dims.image_size):
+            raise ValueError(
+                f"expected pixel_values of shape {(self.plan.batch, 3, self.dims.image_size, self.dims.image_size)}, "
+                f"got {tuple(pixel_values.shape)}"
+            )
+        captures: dict[str, torch.Tensor] = {}
+        record = self._recorder(captures) if capture else None
+        hidden = self.embeddings(pixel_values, record)
+        for index, layer in enumerate(self.params.layers):
+            hidden = self.encoder_layer(hidden, layer, index, record)
+        return self.heads(hidden, captures, record)
+
+    # -- embeddings -------------------------------------------------------------------------------
+
+    def embeddings(self, pixel_values: torch.Tensor, record):
+        run, plan, dims = self.executor.run, self.plan, self.dims
+        act = self.policy.activations
+        pixels = self.executor.from_torch(_fold_input(pixel_values, dims.patch_size), dtype=ttnn.bfloat16, layout=ttnn.ROW_MAJOR_LAYOUT)
+        patches = run(ttnn.fold, pixels, dims.patch_size, 1, collapse_output=True)
+        patches = run(ttnn.to_layout, patches, ttnn.TILE_LAYOUT, dtype=act)
+        patches = run(
+            ttnn.linear,
+            patches,
+            self.params.patch_embedding_weight,
+            bias=self.params.patch_embedding_bias,
+            memory_config=ttnn.L1_MEMORY_CONFIG,
+            dtype=ttnn.bfloat16,
+            core_grid=plan.encoder_grid,
+        )
+        patches = run(ttnn.to_layout, patches, ttnn.ROW_MAJOR_LAYOUT)
+        patches = run(ttnn.reshape, patches, (plan.batch, dims.patches, dims.hidden))
+        tokens = run(ttnn.concat, [self.prefix_tokens, patches, self.padding_tokens], dim=1)
+        tokens = run(ttnn.to_layout, tokens, ttnn.TILE_LAYOUT)
+        embeddings = run(ttnn.add, tokens, self.position_embeddings, dtype=act)
+        embeddings = run(ttnn.to_memory_config, embeddings, plan.encoder_memory_config, dtype=act)
+        if record:
+            record("embeddings", embeddings)
+        return embeddings
+
+    # -- encoder ----------------------------------------------------------------------------------
+
+    def encoder_layer(self, hidden, layer, index: int, record):
+        run, plan, dims = self.executor.run, self.plan, self.dims
+        act = self.policy.activations
+        prefix = f"layers.{index}."
+
+        normed = run(
+            ttnn.layer_norm,
+            hidden,
+            weight=layer.layernorm_before_weight,
+            bias=layer.layernorm_before_bias,
+            epsilon=self.layer_norm_eps,
+            memory_config=ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG,
+            program_config=plan.layernorm,
+            compute_kernel_config=plan.layernorm_compute,
+        )
+        qkv = run(
+            ttnn.linear,
+            normed,
+            layer.qkv_weight,
+            bias=layer.qkv_bias,
+            memory_config=ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG,
+            program_config=plan.qkv,
+            dtype=act,
+        )
+        if record:
+            record(prefix + "ln1", normed)
+            record(prefix + "qkv", qkv, deinterleave_heads=dims.heads)
+        self.executor.deallocate(normed)
+
+        qkv = run(ttnn.to_memory_config, qkv, plan.qkv_attention_memory_config, dtype=act)
+        query, key, value = run(
+            ttnn.transformer.split_query_key_value_and_split_heads,
+            qkv,
+            num_heads=dims.heads,
+            memory_config=plan.heads_memory_config,
+        )
+        self.executor.deallocate(qkv)
+        scores = run(
+            ttnn.matmul, query, key, program_config=plan.query_by_key, memory_config=plan.heads_memory_config, dtype=act
+        )
+        self.executor.deallocate(query)
+        self.executor.deallocate(key)
+        probabilities = self._softmax(scores)
+        if record:
+            record(prefix + "attention_probs", probabilities)
+        context = run(
+            ttnn.matmul,
+            probabilities,
+            value,
+            program_config=plan.attention_by_value,
+            memory_config=plan.heads_memory_config,
+            dtype=act,
+        )
+        self.executor.deallocate(probabilities)
+        self.executor.deallocate(value)
+        context = run(ttnn.transformer.concatenate_heads, context, memory_config=plan.context_memory_config)
+        context = run(ttnn.to_memory_config, context, plan.encoder_memory_config, dtype=act)
+        if record:
+            record(prefix + "context", context)
+
+        attention_output = run(
+            ttnn.linear,
+            context,
+            layer.attention_output_weight,
+            bias=layer.attention_output_bias,
+            memory_config=ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG,
+            program_config=plan.self_output,
+            dtype=act,
+        )
+        self.executor.deallocate(context)
+        residual = run(ttnn.add, attention_output, hidden, memory_config=ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG, dtype=act)
+        self.executor.deallocate(attention_output)
+        self.executor.deallocate(hidden)
+
+        normed = run(
+            ttnn.layer_norm,
+            residual,
+            weight=layer.layernorm_after_weight,
+            bias=layer.layernorm_after_bias,
+            epsilon=self.layer_norm_eps,
+            memory_config=ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG,
+            program_config=plan.layernorm,
+            compute_kernel_config=plan.layernorm_compute,
+        )
+        intermediate = run(
+            ttnn.linear,
+            normed,
+            layer.ff1_weight,
+            bias=layer.ff1_bias,
+            memory_config=ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG,
+            program_config=plan.ff1,
+            dtype=act,
+        )
+        if record:
+            record(prefix + "attention_residual", residual)
+            record(prefix + "ln2", normed)
+            record(prefix + "ff1", intermediate)
+        self.executor.deallocate(normed)
+        output = run(
+            ttnn.linear,
+            intermediate,
+            layer.ff2_weight,
+            bias=layer.ff2_bias,
+            memory_config=ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG,
+            program_config=plan.ff2,
+            dtype=act,
+        )
+        self.executor.deallocate(intermediate)
+        output = run(ttnn.add, output, residual, memory_config=ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG, dtype=act)
+        self.executor.deallocate(residual)
+        if record:
+            record(prefix + "output", output)
+        return output
+
+    def _softmax(self, scores):
+        """Scale, hide padded keys, softmax: one fused in-place op on the height-sharded scores.
+
+        Without the mask this is what tt-metal's ViT does: scale with mul_, then softmax_in_place.
+        """
+        run, plan = self.executor.run, self.plan
+        if self.mask is not None:
+            return run(
+                ttnn.transformer.attention_softmax_,
+                scores,
+                head_size=self.dims.head_size,
+                attention_mask=self.mask,
+                program_config=plan.softmax,
+            )
+        scores = run(ttnn.mul_, scores, 1.0 / math.sqrt(self.dims.head_size))
+        return run(ttnn.softmax_in_place, scores, program_config=plan.softmax)
+
+    # -- heads ------------------------------------------------------------------------------------
+
+    def heads(self, hidden, captures: dict, record) -> DeiTOutput:
+        run, plan, dims = self.executor.run, self.plan, self.dims
+        act = self.policy.activations
+        normed = run(
+            ttnn.layer_norm,
+            hidden,
+            weight=self.params.layernorm_weight,
+            bias=self.params.layernorm_bias,
+            epsilon=self.layer_norm_eps,
+            memory_config=ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG,
+            program_config=plan.layernorm,
+        )
+        if record:
+            record("final_ln", normed)
+        normed = run(ttnn.to_memory_config, normed, plan.classifier_memory_config, dtype=act)
+        logits_per_head = {}
+        for head_name, token in _HEAD_TOKENS.items():
+            if head_name not in self.params.heads:
+                continue
+            weight, bias = self.params.heads[head_name]
+            head_logits = run(
+                ttnn.linear,
+                normed,
+                weight,
+                bias=bias,
+                memory_config=ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG,
+                program_config=plan.classifier,
+                dtype=act,
+            )
+            logits_per_head[head_name] = self.executor.to_torch(head_logits)[:, token, : self.num_labels]
+            self.executor.deallocate(head_logits)
+        self.executor.deallocate(normed)
+
+        if "classifier" in logits_per_head:  # plain DeiTForImageClassification: one head on the CLS token
+            cls_logits, distillation_logits = logits_per_head["classifier"], None
+            logits = cls_logits
+        else:
+            cls_logits = logits_per_head["cls_classifier"]
+            distillation_logits = logits_per_head["distillation_classifier"]
+            logits = (cls_logits + distillation_logits) / 2
+        if record:
+            captures["cls_logits"] = cls_logits
+            if distillation_logits is not None:
+                captures["distillation_logits"] = distillation_logits
+            captures["logits"] = logits
+        return DeiTOutput(logits, cls_logits, distillation_logits, captures)
+
+    # -- capture ----------------------------------------------------------------------------------
+
+    def _recorder(self, captures: dict):
+        tokens = self.dims.tokens
+
+        def record(name: str, tensor, deinterleave_heads: int | None = None):
+            value = self.executor.to_torch(tensor)
+            if value.dim() == 4 and value.shape[1] == self.dims.heads and name.endswith("attention_probs"):
+                value = value[:, :, :tokens, :tokens]
+            else:
+                value = value.reshape(self.plan.batch, self.dims.padded_tokens, -1)[:, :tokens]
+            if deinterleave_heads:
+                value = _heads_interleaved_to_qkv(value, deinterleave_heads)
+            captures[name] = value
+
+        return record
+
+
+# The classifier heads and the token each one reads (Hugging Face: cls on token 0, distillation on token 1).
+_HEAD_TOKENS = {"classifier": 0, "cls_classifier": 0, "distillation_classifier": 1}
+
+
+def _fold_input(pixel_values: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """NCHW float -> (B, H, W / patch, patch * 4): NHWC with channels padded 3 -> 4, so that one row of the
+    folded tensor holds a whole 16x16x4 patch (ttnn.fold with stride_h=patch, stride_w=1)."""
+    batch, channels, height, width = pixel_values.shape
+    nhwc = torch.nn.functional.pad(pixel_values.permute(0, 2, 3, 1), (0, 4 - channels))
+    return nhwc.reshape(batch, height, width // patch_size, patch_size * 4)
+
+
+def _heads_interleaved_to_qkv(fused: torch.Tensor, heads: int) -> torch.Tensor:
+    """[q0 k0 v0 | q1 k1 v1 | ...] columns -> Hugging Face's [Q | K | V]."""
+    batch, tokens, width = fused.shape
+    head_size = width // (3 * heads)
+    return fused.reshape(batch, tokens, heads, 3, head_size).permute(0, 1, 3, 2, 4).reshape(batch, tokens, width)
+
+
+def _place(parameters: DeiTParameters, executor) -> DeiTParameters:
+    """A copy of the parameter tree with every tensor placed by the executor (device DRAM, or host torch)."""
+
+    def place(value):
+        if isinstance(value, ttnn.Tensor):
+            return executor.parameter(value)
+        if isinstance(value, list):
+            return [place(item) for item in value]
+        if isinstance(value, tuple):
+            return tuple(place(item) for item in value)
+        if isinstance(value, dict):
+            return {key: place(item) for key, item in value.items()}
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return dataclasses.replace(value, **{f.name: place(getattr(value, f.name)) for f in dataclasses.fields(value)})
+        return value
+
+    return place(parameters)

@@ -1,0 +1,62 @@
+"""Pearson correlation (PCC) and per-stage agreement reports, the yardstick tt-metal uses for ports."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+
+def pcc(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """Pearson correlation of two tensors' values (1.0 for identical, also for two identical constants)."""
+    a = actual.detach().double().flatten()
+    b = expected.detach().double().flatten()
+    if a.shape != b.shape:
+        raise ValueError(f"cannot compare tensors of {a.numel()} and {b.numel()} values")
+    if torch.equal(a, b):
+        return 1.0
+    a = a - a.mean()
+    b = b - b.mean()
+    denominator = a.norm() * b.norm()
+    if denominator == 0:
+        return 0.0
+    return float((a @ b) / denominator)
+
+
+def pcc_report(captures: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> pd.DataFrame:
+    """One row per stage present in both: layer (-1 for embeddings, num_layers for the head), stage, PCC, max-abs error."""
+    rows = []
+    for name, value in captures.items():
+        if name not in reference:
+            continue
+        expected = reference[name]
+        if value.shape != expected.shape:
+            raise ValueError(f"stage {name}: shape {tuple(value.shape)} vs reference {tuple(expected.shape)}")
+        layer, stage = _split_name(name)
+        rows.append(
+            {
+                "layer": layer,
+                "stage": stage,
+                "pcc": pcc(value, expected),
+                "max_abs_error": float((value.float() - expected.float()).abs().max()),
+            }
+        )
+    report = pd.DataFrame(rows, columns=["layer", "stage", "pcc", "max_abs_error"])
+    encoder = report.loc[report["layer"] != _HEAD_LAYER, "layer"]
+    report.loc[report["layer"] == _HEAD_LAYER, "layer"] = int(encoder.max()) + 1 if len(encoder) else 0
+    return report
+
+
+_HEAD_LAYER = 10**6  # placeholder for stages after the encoder, replaced by num_layers
+
+
+def _split_name(name: str) -> tuple[int, str]:
+    if name.startswith("layers."):
+        _, index, stage = name.split(".", 2)
+        return int(index), stage
+    return (-1, name) if name == "embeddings" else (_HEAD_LAYER, name)
+
+
+def first_below(report: pd.DataFrame, threshold: float) -> pd.Series | None:
+    """The first stage (in forward order) whose PCC falls under ``threshold``, or None."""
+    below = report[report["pcc"] < threshold]
+    return None if below.empty else below.iloc[0]

@@ -1,0 +1,106 @@
+"""Everything needed to run DeiT through ttnn, assembled: checkpoint, runtime, converted weights,
+sharding plan and model. ``build_pipeline()`` is what the CLI, the widget and the notebooks use."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from deit_tt.checkpoint import Checkpoint, load_checkpoint
+from deit_tt.conversion import convert_parameters
+from deit_tt.executor import DeviceExecutor, HostExecutor
+from deit_tt.model import DeiTOutput, TtDeiT
+from deit_tt.policy import get_policy
+from deit_tt.runtime import Runtime, select_runtime
+from deit_tt.sharding import ModelDims, make_plan
+
+BATCH_ENV = "DEIT_TT_BATCH"
+DEFAULT_BATCH = 8
+
+
+class DeiTPipeline:
+    """Callable on pixel values of any batch size; runs the model in fixed-size batches."""
+
+    def __init__(self, checkpoint: Checkpoint, runtime: Runtime, policy, batch_size: int, cache_dir=None, mask_padded_tokens=True):
+        self.checkpoint = checkpoint
+        self.runtime = runtime
+        self.policy = policy
+        self.batch_size = batch_size
+        self.parameters = convert_parameters(checkpoint, policy, cache_dir=cache_dir)
+        self.plan = make_plan(ModelDims.from_config(checkpoint.config), batch_size, runtime.grid, runtime.chip.l1_bytes_per_core)
+        executor = DeviceExecutor(runtime.device) if runtime.executor == "device" else HostExecutor()
+        self.model = TtDeiT(
+            self.parameters,
+            self.plan,
+            executor,
+            layer_norm_eps=checkpoint.config.layer_norm_eps,
+            mask_padded_tokens=mask_padded_tokens,
+        )
+
+    def __call__(self, pixel_values: torch.Tensor, capture: bool = False) -> DeiTOutput:
+        if pixel_values.dim() != 4 or pixel_values.shape[0] == 0:
+            raise ValueError(f"expected pixel_values [B, 3, H, W] with B >= 1, got {tuple(pixel_values.shape)}")
+        outputs = [self._run_batch(chunk, capture) for chunk in pixel_values.split(self.batch_size)]
+        return _concatenate(outputs)
+
+    def _run_batch(self, pixel_values: torch.Tensor, capture: bool) -> DeiTOutput:
+        count = pixel_values.shape[0]
+        if count < self.batch_size:  # the program configs are derived for one batch size: pad with blank images
+            padding = pixel_values.new_zeros(self.batch_size - count, *pixel_values.shape[1:])
+            pixel_values = torch.cat([pixel_values, padding])
+        output = self.model(pixel_values.float(), capture=capture)
+        return _slice(output, count)
+
+    def banner(self) -> str:
+        return f"{self.runtime.banner()} | {self.checkpoint.describe()} | dtype policy: {self.policy.name} | batch {self.batch_size}"
+
+    def close(self) -> None:
+        self.runtime.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def build_pipeline(
+    model: str | Checkpoint | None = None,
+    executor: str | None = None,
+    dtype_policy=None,
+    batch_size: int | None = None,
+    cache_dir=None,
+    chip: str | None = None,
+    mask_padded_tokens: bool = True,
+) -> DeiTPipeline:
+    """Defaults come from $DEIT_TT_MODEL, $DEIT_TT_EXECUTOR and $DEIT_TT_BATCH."""
+    checkpoint = model if isinstance(model, Checkpoint) else load_checkpoint(model)
+    batch_size = batch_size or int(os.environ.get(BATCH_ENV, DEFAULT_BATCH))
+    runtime = select_runtime(executor, chip)
+    try:
+        return DeiTPipeline(checkpoint, runtime, get_policy(dtype_policy), batch_size, cache_dir, mask_padded_tokens)
+    except BaseException:
+        runtime.close()
+        raise
+
+
+def _slice(output: DeiTOutput, count: int) -> DeiTOutput:
+    return DeiTOutput(
+        logits=output.logits[:count],
+        cls_logits=output.cls_logits[:count],
+        distillation_logits=None if output.distillation_logits is None else output.distillation_logits[:count],
+        captures={name: value[:count] for name, value in output.captures.items()},
+    )
+
+
+def _concatenate(outputs: list[DeiTOutput]) -> DeiTOutput:
+    if len(outputs) == 1:
+        return outputs[0]
+    first = outputs[0]
+    return DeiTOutput(
+        logits=torch.cat([o.logits for o in outputs]),
+        cls_logits=torch.cat([o.cls_logits for o in outputs]),
+        distillation_logits=None if first.distillation_logits is None else torch.cat([o.distillation_logits for o in outputs]),
+        captures={name: torch.cat([o.captures[name] for o in outputs]) for name in first.captures},
+    )
