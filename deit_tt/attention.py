@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from deit_tt.errors import UserFacingError
-from deit_tt.preprocessing import CROP_SIZE, RESIZE_SIZE
+from deit_tt.preprocessing import CROP_SIZE, resize_and_crop
 
 CLS_INDEX = 0
 DISTILLATION_INDEX = 1
@@ -305,18 +305,8 @@ def learned_token_cosine(model) -> float:
 
 
 def model_view(image: Image.Image) -> Image.Image:
-    """The 224x224 crop the model sees (DeiT eval geometry: shorter side to 256 bicubic, centre crop),
-    before normalisation; attention maps align with it patch for patch."""
-    image = image.convert("RGB")
-    width, height = image.size
-    if width <= height:
-        size = (RESIZE_SIZE, int(RESIZE_SIZE * height / width))
-    else:
-        size = (int(RESIZE_SIZE * width / height), RESIZE_SIZE)
-    resized = image.resize(size, Image.Resampling.BICUBIC)
-    left = (resized.width - CROP_SIZE) // 2
-    top = (resized.height - CROP_SIZE) // 2
-    return resized.crop((left, top, left + CROP_SIZE, top + CROP_SIZE))
+    """The 224x224 crop the model sees, before normalisation; attention maps align with it patch for patch."""
+    return resize_and_crop(image.convert("RGB"))
 
 
 def normalise_map(attention_map) -> np.ndarray:

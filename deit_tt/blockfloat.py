@@ -40,6 +40,9 @@ cache-sized slice; rows whose shared exponent is tiny (E < 30: values below abou
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 import ttnn
 
@@ -76,8 +79,26 @@ def round_to_dtype(tensor: torch.Tensor, dtype: ttnn.DataType) -> torch.Tensor:
     if dtype == ttnn.bfloat16:
         return _round_bfloat16(tensor)
     if dtype in MANTISSA_BITS:
-        return _round_block_float(tensor, MANTISSA_BITS[dtype])
+        with _one_torch_thread():
+            return _round_block_float(tensor, MANTISSA_BITS[dtype])
     raise ValueError(f"round_to_dtype supports bfloat16, bfloat8_b, bfloat4_b and float32, not {dtype}")
+
+
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Run the slice loop on one torch thread. Each op below is short; with two intra-op threads
+    every op ends in a barrier, and on a busy machine (another process holding one of the two
+    cores) each barrier can wait a whole scheduler time slice: measured 2-10x slower than one
+    thread. One thread never waits, and loses little on a quiet machine."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _round_bfloat16(tensor: torch.Tensor) -> torch.Tensor:
@@ -135,8 +156,8 @@ def _round_block_float(tensor: torch.Tensor, mantissa_bits: int) -> torch.Tensor
         chunk = groups[start:stop]
         if as_float is not None:  # bfloat16 -> float32 is exact; ttnn packs both the same way
             chunk = as_float[:k].view(-1, BLOCK_SIZE).copy_(chunk)
-        flat = torch.bitwise_and(chunk.view(torch.int32).view(-1), 0x7FFFFFFF, out=scratch_a[:k])
-        level = scratch_b[:k]
+        torch.abs(chunk, out=scratch_a[:k].view(torch.float32).view(-1, BLOCK_SIZE))  # clears the sign bit
+        flat, level = scratch_a[:k], scratch_b[:k]
         for offset in (8, 4, 2, 1):
             torch.maximum(flat[:-offset], flat[offset:], out=level[:-offset])
             flat, level = level, flat

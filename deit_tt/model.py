@@ -130,32 +130,17 @@ class TtDeiT:
     def encoder_layer(self, hidden, layer, index: int, record):
         run, plan, dims = self.executor.run, self.plan, self.dims
         act = self.policy.activations
+        free = self.executor.deallocate
         prefix = f"layers.{index}."
 
-        normed = run(
-            ttnn.layer_norm,
-            hidden,
-            weight=layer.layernorm_before_weight,
-            bias=layer.layernorm_before_bias,
-            epsilon=self.layer_norm_eps,
-            memory_config=ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG,
-            program_config=plan.layernorm,
-            compute_kernel_config=plan.layernorm_compute,
-        )
-        qkv = run(
-            ttnn.linear,
-            normed,
-            layer.qkv_weight,
-            bias=layer.qkv_bias,
-            memory_config=ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG,
-            program_config=plan.qkv,
-            dtype=act,
-        )
+        normed = self._layer_norm(hidden, layer.layernorm_before_weight, layer.layernorm_before_bias)
+        qkv = self._linear(normed, layer.qkv_weight, layer.qkv_bias, plan.qkv)
         if record:
             record(prefix + "ln1", normed)
             record(prefix + "qkv", qkv, deinterleave_heads=dims.heads)
-        self.executor.deallocate(normed)
+        free(normed)
 
+        # attention: one image per grid row, heads height-sharded
         qkv = run(ttnn.to_memory_config, qkv, plan.qkv_attention_memory_config, dtype=act)
         query, key, value = run(
             ttnn.transformer.split_query_key_value_and_split_heads,
@@ -163,12 +148,12 @@ class TtDeiT:
             num_heads=dims.heads,
             memory_config=plan.heads_memory_config,
         )
-        self.executor.deallocate(qkv)
+        free(qkv)
         scores = run(
             ttnn.matmul, query, key, program_config=plan.query_by_key, memory_config=plan.heads_memory_config, dtype=act
         )
-        self.executor.deallocate(query)
-        self.executor.deallocate(key)
+        free(query)
+        free(key)
         probabilities = self._softmax(scores)
         if record:
             record(prefix + "attention_probs", probabilities)
@@ -180,66 +165,62 @@ class TtDeiT:
             memory_config=plan.heads_memory_config,
             dtype=act,
         )
-        self.executor.deallocate(probabilities)
-        self.executor.deallocate(value)
+        free(probabilities)
+        free(value)
         context = run(ttnn.transformer.concatenate_heads, context, memory_config=plan.context_memory_config)
         context = run(ttnn.to_memory_config, context, plan.encoder_memory_config, dtype=act)
         if record:
             record(prefix + "context", context)
 
-        attention_output = run(
-            ttnn.linear,
-            context,
-            layer.attention_output_weight,
-            bias=layer.attention_output_bias,
-            memory_config=ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG,
-            program_config=plan.self_output,
-            dtype=act,
-        )
-        self.executor.deallocate(context)
-        residual = run(ttnn.add, attention_output, hidden, memory_config=ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG, dtype=act)
-        self.executor.deallocate(attention_output)
-        self.executor.deallocate(hidden)
+        attention_output = self._linear(context, layer.attention_output_weight, layer.attention_output_bias, plan.self_output)
+        free(context)
+        residual = self._add(attention_output, hidden)
+        free(attention_output)
+        free(hidden)
 
-        normed = run(
-            ttnn.layer_norm,
-            residual,
-            weight=layer.layernorm_after_weight,
-            bias=layer.layernorm_after_bias,
-            epsilon=self.layer_norm_eps,
-            memory_config=ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG,
-            program_config=plan.layernorm,
-            compute_kernel_config=plan.layernorm_compute,
-        )
-        intermediate = run(
-            ttnn.linear,
-            normed,
-            layer.ff1_weight,
-            bias=layer.ff1_bias,
-            memory_config=ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG,
-            program_config=plan.ff1,
-            dtype=act,
-        )
+        normed = self._layer_norm(residual, layer.layernorm_after_weight, layer.layernorm_after_bias)
+        intermediate = self._linear(normed, layer.ff1_weight, layer.ff1_bias, plan.ff1)  # GELU fused in the config
         if record:
             record(prefix + "attention_residual", residual)
             record(prefix + "ln2", normed)
             record(prefix + "ff1", intermediate)
-        self.executor.deallocate(normed)
-        output = run(
-            ttnn.linear,
-            intermediate,
-            layer.ff2_weight,
-            bias=layer.ff2_bias,
-            memory_config=ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG,
-            program_config=plan.ff2,
-            dtype=act,
-        )
-        self.executor.deallocate(intermediate)
-        output = run(ttnn.add, output, residual, memory_config=ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG, dtype=act)
-        self.executor.deallocate(residual)
+        free(normed)
+        output = self._linear(intermediate, layer.ff2_weight, layer.ff2_bias, plan.ff2)
+        free(intermediate)
+        output = self._add(output, residual)
+        free(residual)
         if record:
             record(prefix + "output", output)
         return output
+
+    def _linear(self, tensor, weight, bias, program_config):
+        """A block-sharded matmul on the encoder (or classifier) grid; weights stream from DRAM."""
+        return self.executor.run(
+            ttnn.linear,
+            tensor,
+            weight,
+            bias=bias,
+            memory_config=self.plan.matmul_output_memory_config,
+            program_config=program_config,
+            dtype=self.policy.activations,
+        )
+
+    def _layer_norm(self, tensor, weight, bias):
+        return self.executor.run(
+            ttnn.layer_norm,
+            tensor,
+            weight=weight,
+            bias=bias,
+            epsilon=self.layer_norm_eps,
+            memory_config=self.plan.matmul_output_memory_config,
+            program_config=self.plan.layernorm,
+            compute_kernel_config=self.plan.layernorm_compute,
+        )
+
+    def _add(self, a, b):
+        return self.executor.run(
+            ttnn.add, a, b, memory_config=self.plan.matmul_output_memory_config, dtype=self.policy.activations
+        )
 
     def _softmax(self, scores):
         """Scale, hide padded keys, softmax: one fused in-place op on the height-sharded scores.
@@ -261,17 +242,9 @@ class TtDeiT:
     # -- heads ------------------------------------------------------------------------------------
 
     def heads(self, hidden, captures: dict, record) -> DeiTOutput:
-        run, plan, dims = self.executor.run, self.plan, self.dims
+        run, plan = self.executor.run, self.plan
         act = self.policy.activations
-        normed = run(
-            ttnn.layer_norm,
-            hidden,
-            weight=self.params.layernorm_weight,
-            bias=self.params.layernorm_bias,
-            epsilon=self.layer_norm_eps,
-            memory_config=ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG,
-            program_config=plan.layernorm,
-        )
+        normed = self._layer_norm(hidden, self.params.layernorm_weight, self.params.layernorm_bias)
         if record:
             record("final_ln", normed)
         normed = run(ttnn.to_memory_config, normed, plan.classifier_memory_config, dtype=act)
@@ -280,15 +253,7 @@ class TtDeiT:
             if head_name not in self.params.heads:
                 continue
             weight, bias = self.params.heads[head_name]
-            head_logits = run(
-                ttnn.linear,
-                normed,
-                weight,
-                bias=bias,
-                memory_config=ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG,
-                program_config=plan.classifier,
-                dtype=act,
-            )
+            head_logits = self._linear(normed, weight, bias, plan.classifier)
             logits_per_head[head_name] = self.executor.to_torch(head_logits)[:, token, : self.num_labels]
             self.executor.deallocate(head_logits)
         self.executor.deallocate(normed)

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 
 import ttnn
 
+from deit_tt.errors import UserFacingError
+
 
 @dataclass(frozen=True)
 class DtypePolicy:
@@ -43,5 +45,5 @@ def get_policy(name: str | DtypePolicy | None = None) -> DtypePolicy:
         return name
     name = name or DEFAULT_POLICY
     if name not in POLICIES:
-        raise ValueError(f"unknown dtype policy {name!r}; choose one of {', '.join(POLICIES)}")
+        raise UserFacingError(f"unknown dtype policy {name!r}; choose one of {', '.join(POLICIES)}")
     return POLICIES[name]

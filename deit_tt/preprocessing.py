@@ -19,8 +19,8 @@ RESIZE_SIZE = 256  # int(224 / 0.875), DeiT's eval crop ratio
 PREPROCESSING_MODES = ("official", "hf")
 
 
-def official_transform(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> float32 tensor [3, 224, 224]."""
+def resize_and_crop(image: Image.Image) -> Image.Image:
+    """The 224x224 view the model sees under the official recipe (shorter side 256, bicubic, centre crop)."""
     width, height = image.size
     if width <= height:  # torchvision Resize(int) semantics: shorter side exact, longer side truncated
         size = (RESIZE_SIZE, int(RESIZE_SIZE * height / width))
@@ -29,8 +29,12 @@ def official_transform(image: Image.Image) -> torch.Tensor:
     resized = image.resize(size, Image.Resampling.BICUBIC)
     left = (resized.width - CROP_SIZE) // 2
     top = (resized.height - CROP_SIZE) // 2
-    cropped = resized.crop((left, top, left + CROP_SIZE, top + CROP_SIZE))
-    array = np.asarray(cropped, dtype=np.float32) / 255.0
+    return resized.crop((left, top, left + CROP_SIZE, top + CROP_SIZE))
+
+
+def official_transform(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> float32 tensor [3, 224, 224]."""
+    array = np.asarray(resize_and_crop(image), dtype=np.float32) / 255.0
     normalised = (array - np.array(IMAGENET_MEAN, dtype=np.float32)) / np.array(IMAGENET_STD, dtype=np.float32)
     return torch.from_numpy(normalised.transpose(2, 0, 1).copy())
 

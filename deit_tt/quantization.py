@@ -14,6 +14,7 @@ import torch
 import ttnn
 
 from deit_tt.conversion import FAMILIES, DeiTParameters, converted_tensors
+from deit_tt.pcc import pcc
 from deit_tt.policy import dtype_name
 
 REPORT_COLUMNS = ["name", "family", "shape", "dtype", "layout", "pcc", "max_abs_error", "relative_error", "padding_zero"]
@@ -27,23 +28,10 @@ def tensor_metrics(converted: torch.Tensor, original: torch.Tensor) -> dict[str,
     norm = torch.linalg.vector_norm(b).item()
     error_norm = torch.linalg.vector_norm(difference).item()
     return {
-        "pcc": _pcc(a, b),
+        "pcc": pcc(a, b),
         "max_abs_error": difference.abs().max().item() if difference.numel() else 0.0,
         "relative_error": error_norm / norm if norm > 0 else (0.0 if error_norm == 0 else float("inf")),
     }
-
-
-def _pcc(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Pearson correlation. 1.0 for identical tensors, including constant ones (LayerNorm weights of 1,
-    zero biases of a random checkpoint); 0.0 when they differ and one side is constant (undefined)."""
-    if torch.equal(a, b):
-        return 1.0
-    a = a - a.mean()
-    b = b - b.mean()
-    denominator = (torch.linalg.vector_norm(a) * torch.linalg.vector_norm(b)).item()
-    if denominator == 0:
-        return 0.0
-    return float((a @ b).item() / denominator)
 
 
 def quantization_report(checkpoint, parameters: DeiTParameters) -> pd.DataFrame:

@@ -18,6 +18,8 @@ from typing import Iterator
 
 import ttnn
 
+from deit_tt.errors import UserFacingError
+
 MOCK_CLUSTER_ENV = "TT_METAL_MOCK_CLUSTER_DESC_PATH"
 
 
@@ -99,11 +101,11 @@ def select_runtime(executor: str | None = None, chip: str | None = None) -> Runt
     """Pick the executor: ``auto`` (default, or $DEIT_TT_EXECUTOR) uses a card when one is present."""
     executor = (executor or os.environ.get("DEIT_TT_EXECUTOR") or "auto").lower()
     if executor not in EXECUTORS:
-        raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+        raise UserFacingError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     chip = chip or os.environ.get("DEIT_TT_CHIP")
     has_card = card_present()
     if executor == "device" and not has_card:
-        raise RuntimeError(
+        raise UserFacingError(
             "no Tenstorrent card found (/dev/tenstorrent* missing or not visible to ttnn); "
             "use --executor host to run the same model on the host"
         )
@@ -132,7 +134,7 @@ def runtime_session(executor: str | None = None, chip: str | None = None) -> Ite
 
 def _chip(name: str) -> Chip:
     if name not in CHIPS:
-        raise ValueError(f"unknown chip {name!r}; choose one of {', '.join(CHIPS)}")
+        raise UserFacingError(f"unknown chip {name!r}; choose one of {', '.join(CHIPS)}")
     return CHIPS[name]
 
 

@@ -181,16 +181,16 @@ def test_hugging_face_attentions(tiny_checkpoint):
     """The same functions on real (random-weight) attentions: 12 layers of [B, 3, 198, 198]."""
     from deit_tt.reference import capture_reference
 
-    pixel_values = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    pixel_values = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     captures = capture_reference(tiny_checkpoint.model, pixel_values)
     layers = attention.attention_from_captures(captures)
     assert len(layers) == tiny_checkpoint.config.num_hidden_layers
-    assert all(layer.shape == (2, 3, N, N) for layer in layers)
-    assert torch.allclose(layers[0].sum(-1), torch.ones(2, 3, N), atol=1e-5)
+    assert all(layer.shape == (1, 3, N, N) for layer in layers)
+    assert torch.allclose(layers[0].sum(-1), torch.ones(1, 3, N), atol=1e-5)
     for token in ("cls", "distillation"):
-        assert attention.token_attention_map(layers[-1], token).shape == (2, SIDE, SIDE)
+        assert attention.token_attention_map(layers[-1], token).shape == (1, SIDE, SIDE)
         rollout = attention.attention_rollout(layers, token)
-        assert rollout.shape == (2, SIDE, SIDE) and (rollout >= 0).all()
+        assert rollout.shape == (1, SIDE, SIDE) and (rollout >= 0).all()
     # the same through Hugging Face's own output object
     with torch.no_grad():
         output = tiny_checkpoint.model(pixel_values=pixel_values, output_attentions=True, output_hidden_states=True)

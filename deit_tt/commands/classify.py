@@ -19,7 +19,7 @@ import argparse
 import json
 import sys
 
-from deit_tt.commands.common import add_executor_argument, add_model_argument, add_policy_argument
+from deit_tt.commands.common import add_executor_argument, add_model_argument, add_policy_argument, pipeline_from_args
 from deit_tt.errors import UserFacingError
 
 HELP = "classify images: top-k of the CLS head, the distillation head and their average"
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             sources.append((image, image))
 
-    pipeline = _build_pipeline(args)
+    pipeline = pipeline_from_args(args)
     try:
         banner_stream = sys.stderr if args.json else sys.stdout
         print(pipeline.banner(), file=banner_stream, flush=True)
@@ -80,19 +80,3 @@ def run(args: argparse.Namespace) -> int:
     if classified < len(results):
         print(f"note: {len(results) - classified} of {len(results)} image(s) could not be classified", file=sys.stderr)
     return 0
-
-
-def _build_pipeline(args: argparse.Namespace):
-    from deit_tt import pipeline as pipeline_module
-
-    try:
-        return pipeline_module.build_pipeline(
-            model=args.model, executor=args.executor, dtype_policy=args.dtype_policy, batch_size=args.batch_size
-        )
-    except UserFacingError:
-        raise
-    except (RuntimeError, ValueError) as error:
-        if type(error) not in (RuntimeError, ValueError):  # subclasses (RecursionError, ...) are bugs: keep the traceback
-            raise
-        # select_runtime's own messages, e.g. --executor device without a card
-        raise UserFacingError(" ".join(str(error).split()) or type(error).__name__) from None

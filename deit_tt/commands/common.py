@@ -23,3 +23,10 @@ def add_executor_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_policy_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype-policy", choices=sorted(POLICIES), default=DEFAULT_POLICY, help="ttnn dtypes per tensor family")
+
+
+def pipeline_from_args(args: argparse.Namespace):
+    """The pipeline for --model / --executor / --dtype-policy / --batch-size."""
+    from deit_tt.pipeline import build_pipeline
+
+    return build_pipeline(model=args.model, executor=args.executor, dtype_policy=args.dtype_policy, batch_size=args.batch_size)

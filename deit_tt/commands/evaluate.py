@@ -17,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-from deit_tt.commands.common import add_executor_argument, add_model_argument, add_policy_argument
+from deit_tt.commands.common import add_executor_argument, add_model_argument, add_policy_argument, pipeline_from_args
 from deit_tt.errors import UserFacingError
 
 HELP = "ImageNet-1k evaluation: top-1/top-5 per head, resumable results file, summary JSON"
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 0:
         raise UserFacingError(f"--workers must be 0 or more, got {args.workers}")
     dataset = open_dataset(args.data, args.layout, args.ground_truth)  # before the model: fail fast on a bad folder
-    pipeline = _build_pipeline(args)
+    pipeline = pipeline_from_args(args)
     try:
         print(pipeline.banner(), flush=True)
         print(dataset.describe(), flush=True)
@@ -97,16 +97,3 @@ def run(args: argparse.Namespace) -> int:
         print("error: no image could be evaluated (all corrupt?)", file=sys.stderr)
         return 1
     return 0
-
-
-def _build_pipeline(args: argparse.Namespace):
-    from deit_tt import pipeline as pipeline_module
-
-    try:
-        return pipeline_module.build_pipeline(
-            model=args.model, executor=args.executor, dtype_policy=args.dtype_policy, batch_size=args.batch_size
-        )
-    except UserFacingError:
-        raise
-    except (RuntimeError, ValueError) as error:  # e.g. --executor device without a card
-        raise UserFacingError(" ".join(str(error).split()) or type(error).__name__) from None
