@@ -21,26 +21,30 @@ How ttnn 0.81's host packing picks m (worked out against ``ttnn.from_torch(..., 
 ``ttnn.to_torch``, checked bit for bit in tests/test_blockfloat.py):
 
 1. Subnormal inputs count as zero (and do not raise E). Zeros of either sign are stored as +0.
-2. The 24-bit mantissa (hidden 1 included) is shifted right by ``E - e``, dropping the bits that
-   fall off (truncation), then rounded to 7 (3) bits: round to nearest, ties to even.
+2. The 24-bit mantissa (hidden 1 included) is shifted right by ``E - e`` (e: the value's own
+   exponent field), dropping the bits that fall off (truncation), then rounded to 7 (3) bits:
+   round to nearest, ties to even. So truncation can turn a value just above a tie into a tie.
 3. Rounding up past the largest m (1.1111111b) does not bump the exponent: m is clamped to 127 (7),
    so a row maximum like 1.998 * 2**k is stored as 1.984375 * 2**k.
 4. A result of m = 0 is +0 whatever the sign. Inf stays inf; NaN stays NaN (or becomes inf when its
    payload sits only in the low mantissa bits), and a NaN/inf in a row sets E = 255 for its
-   neighbours too. float32 input is packed directly, not rounded to bfloat16 first.
+   neighbours too (so 1.0 next to an inf is stored as 0). float32 input is packed directly, not
+   rounded to bfloat16 first; float64/float16 input is rounded to bfloat16 first.
 
 Every stored value is m * 2**(E - 133) (bfloat8_b) with m < 128 and a normal exponent, so it has at
-most 8 significant bits: it is exactly representable in bfloat16. :func:`round_to_dtype` therefore
+most 7 significant bits where bfloat16 has 8: it is exactly representable in bfloat16. :func:`round_to_dtype` therefore
 returns torch.bfloat16 for all three formats.
 
 The fast path below does the arithmetic in float32 with about a dozen vectorised torch ops per
-cache-sized slice; rows whose shared exponent is tiny (E < 30: values below about 2**-97) or 255
-(inf/NaN) go through an exact bit-level port of the same rules instead.
+cache-sized slice, on one thread; rows whose shared exponent is tiny (E < 30: values below about
+2**-97) or 255 (inf/NaN) go through an exact bit-level port of the same rules instead. It is
+several times faster than ttnn's own round trip, which packs the tiles and unpacks them again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Iterator
 
 import torch
@@ -58,6 +62,8 @@ _FAST_MIN_EXPONENT = 30
 _NAN_EXPONENT = 255
 _F32_SHIFT = 23  # mantissa bits of float32
 _CHUNK_ROWS = 32768  # rows of 16 per slice: 2 MiB of float32
+_SCRATCH = threading.local()
+_THREADS_LOCK = threading.RLock()
 
 
 def round_to_dtype(tensor: torch.Tensor, dtype: ttnn.DataType) -> torch.Tensor:
@@ -67,7 +73,9 @@ def round_to_dtype(tensor: torch.Tensor, dtype: ttnn.DataType) -> torch.Tensor:
     shape) or ttnn.float32 (result: the tensor as torch.float32). ``tensor`` is any floating-point
     torch tensor; like ttnn, other dtypes than float32 and bfloat16 go through bfloat16 first.
     Block floats group values along the last dimension, so any rank works; ttnn's padding of the
-    last two dims to 32 adds zeros, which never change a row's shared exponent.
+    last two dims to 32 adds zeros, which never change a row's shared exponent. Like
+    ``Tensor.to``, it returns ``tensor`` itself when nothing changes (float32 -> float32,
+    bfloat16 -> bfloat16).
     """
     if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
         raise TypeError(f"round_to_dtype expects a floating-point torch.Tensor, got {type(tensor).__name__}")
@@ -77,7 +85,8 @@ def round_to_dtype(tensor: torch.Tensor, dtype: ttnn.DataType) -> torch.Tensor:
     if tensor.dtype not in (torch.float32, torch.bfloat16):
         tensor = tensor.to(torch.bfloat16)
     if dtype == ttnn.bfloat16:
-        return _round_bfloat16(tensor)
+        with _one_torch_thread():
+            return _round_bfloat16(tensor)
     if dtype in MANTISSA_BITS:
         with _one_torch_thread():
             return _round_block_float(tensor, MANTISSA_BITS[dtype])
@@ -86,28 +95,32 @@ def round_to_dtype(tensor: torch.Tensor, dtype: ttnn.DataType) -> torch.Tensor:
 
 @contextlib.contextmanager
 def _one_torch_thread() -> Iterator[None]:
-    """Run the slice loop on one torch thread. Each op below is short; with two intra-op threads
-    every op ends in a barrier, and on a busy machine (another process holding one of the two
-    cores) each barrier can wait a whole scheduler time slice: measured 2-10x slower than one
-    thread. One thread never waits, and loses little on a quiet machine."""
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+    """Run on one torch thread, then restore the caller's setting. The slice loop issues many
+    short ops; with several intra-op threads each op ends in a barrier, and when another process
+    holds a core, a barrier can wait a whole scheduler time slice (measured 2-10x slower than one
+    thread on a busy 2-core machine). On a quiet machine two threads would be about 1.5x faster;
+    this module prefers the predictable choice. The thread count is process-wide, so calls from
+    several Python threads take turns."""
+    with _THREADS_LOCK:
+        threads = torch.get_num_threads()
+        if threads == 1:
+            yield
+            return
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _round_bfloat16(tensor: torch.Tensor) -> torch.Tensor:
     if tensor.dtype == torch.bfloat16:
         return tensor  # stored as is, NaN payloads included
     out = tensor.to(torch.bfloat16)  # round to nearest even, like ttnn
-    nan = torch.isnan(tensor)
-    if nan.any():  # ttnn writes one canonical NaN; torch's vectorised cast may keep sign/payload
-        out.view(torch.int16).masked_fill_(nan, _BF16_CANONICAL_NAN)
+    # ttnn writes every NaN as one canonical NaN; torch's vectorised cast may keep sign and payload.
+    # A sum is NaN when any value is (or inf meets -inf): a cheap test before the exact one.
+    if torch.isnan(tensor.sum()):
+        out.view(torch.int16).masked_fill_(torch.isnan(tensor), _BF16_CANONICAL_NAN)
     return out
 
 
@@ -145,10 +158,9 @@ def _round_block_float(tensor: torch.Tensor, mantissa_bits: int) -> torch.Tensor
     low, high = _FAST_MIN_EXPONENT << _F32_SHIFT, ((_NAN_EXPONENT - 1) << _F32_SHIFT) | 0x7FFFFF
 
     rows = min(n, _CHUNK_ROWS)
-    size = rows * BLOCK_SIZE
-    scratch_a = torch.empty(size, dtype=torch.int32)
-    scratch_b = torch.empty(size, dtype=torch.int32)
-    as_float = torch.empty(size) if groups.dtype != torch.float32 else None
+    scratch_a, scratch_b, as_float = _scratch(rows * BLOCK_SIZE)
+    if groups.dtype == torch.float32:
+        as_float = None
     row_max = torch.empty((n, 1), dtype=torch.int32)  # |largest value| of each row, as bits
     for start in range(0, n, rows):
         stop = min(start + rows, n)
@@ -166,18 +178,36 @@ def _round_block_float(tensor: torch.Tensor, mantissa_bits: int) -> torch.Tensor
         fine.mul_(2.0**-23)  # 2**(E - 150), E clamped to the fast path's range
         q = torch.div(chunk, fine, rounding_mode="trunc", out=level.view(torch.float32).view(-1, BLOCK_SIZE))
         q.add_(magic).sub_(magic).clamp_(-largest, largest)  # step 3: m <= 127 (7), never a carry
-        torch.mul(q, fine, out=out[start:stop])
+        out[start:stop].copy_(q.mul_(fine))  # m * unit, exact in bfloat16
 
-    # Rows the fast path cannot do exactly: tiny (0 < E < 30) or inf/NaN (E = 255).
-    exponent = row_max.view(-1) >> _F32_SHIFT
-    exact_rows = (exponent == _NAN_EXPONENT) | ((exponent > 0) & (exponent < _FAST_MIN_EXPONENT))
-    if exact_rows.any():
+    # Rows the fast path cannot do exactly: inf/NaN (E = 255) or tiny (0 < E < 30). Two quick
+    # reductions tell whether there are any; usually there are none.
+    row_max = row_max.view(-1)
+    above_zero = (row_max - (1 << _F32_SHIFT)).bitwise_and_(0x7FFFFFFF)  # rows with E = 0 wrap to the top
+    if int(row_max.max()) > high or int(above_zero.min()) < low - (1 << _F32_SHIFT):
+        exponent = row_max >> _F32_SHIFT
+        exact_rows = (exponent == _NAN_EXPONENT) | ((exponent > 0) & (exponent < _FAST_MIN_EXPONENT))
         out[exact_rows] = _round_block_float_exact(groups[exact_rows].to(torch.float32), mantissa_bits)
 
     out = out.view(x.shape)
     if pad:
         out = out[:, :width]
     return out.reshape(shape)
+
+
+def _scratch(size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Work buffers for one slice, kept between calls (one set per thread): allocating them afresh
+    each call costs page faults, which are slow on virtual machines."""
+    buffers = getattr(_SCRATCH, "buffers", None)
+    if buffers is None or buffers[0].numel() < size:
+        capacity = max(size, _CHUNK_ROWS * BLOCK_SIZE)
+        buffers = (
+            torch.empty(capacity, dtype=torch.int32),
+            torch.empty(capacity, dtype=torch.int32),
+            torch.empty(capacity, dtype=torch.float32),
+        )
+        _SCRATCH.buffers = buffers
+    return tuple(buffer[:size] for buffer in buffers)
 
 
 def _round_block_float_exact(groups: torch.Tensor, mantissa_bits: int) -> torch.Tensor:
@@ -199,7 +229,7 @@ def _round_block_float_exact(groups: torch.Tensor, mantissa_bits: int) -> torch.
     # Back to a float: normalise m (shift its leading 1 to the hidden bit), lower the exponent to match.
     leading = (m.float().view(torch.int32) >> _F32_SHIFT) - 127  # floor(log2(m)) for m >= 1
     shift = (mantissa_bits - 1) - leading
-    out_exp = shared - shift  # >= 1 for every m > 0: step 2 never loses a leading bit a normal value had
+    out_exp = shared - shift  # >= 1 for every m > 0: m * unit is never below the smallest normal float
     frac = (m << (_F32_SHIFT - leading)) & 0x7FFFFF  # drop the leading 1
     sign = bits & torch.iinfo(torch.int32).min
     out = sign | (out_exp << _F32_SHIFT) | frac

@@ -2,7 +2,7 @@
 
 Nothing here is a typed-in constant. Every number is derived from the model dimensions, the batch
 size and the device compute grid (``compute_with_storage_grid_size``), following the op-by-op design
-of tt-metal's sharded ViT (see ``/work/shared/reference/ttnn-vit-sharding.md`` §1):
+of tt-metal's sharded ViT (see the project brief ``shared/reference/ttnn-vit-sharding.md`` §1):
 
 - the **encoder grid** (LayerNorm, QKV, self-output, FF1, FF2; block-sharded, ROW_MAJOR) has as many
   rows as divide the M tiles (batch x 7) and as many columns as divide the K/N tiles of every matmul on
@@ -91,7 +91,7 @@ ALL_RULES = (
     RULE_L1,
 )
 
-# Where each rule comes from (reference /work/shared/reference/ttnn-vit-sharding.md; tt-metal source files).
+# Where each rule comes from (brief shared/reference/ttnn-vit-sharding.md; tt-metal source files).
 RULE_SOURCES = {
     RULE_DIMS: "§2.5 head size a multiple of 32, no tile padding (split_query_key_value_and_split_heads.cpp, concatenate_heads.cpp)",
     RULE_DTYPE: "§2.5-§2.7 fp32 / bf16 / bf8_b inputs (layernorm, softmax, create_qkv_heads, nlp_concat_heads validators)",

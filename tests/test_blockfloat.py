@@ -258,7 +258,9 @@ def test_float32_is_passed_through(input_dtype):
         assert torch.equal(ours.view(torch.int32), x.view(torch.int32))
 
 
-@pytest.mark.parametrize("dtype", [ttnn.bfloat16, ttnn.bfloat8_b, ttnn.bfloat4_b], ids=["bfloat16", "bfloat8_b", "bfloat4_b"])
+@pytest.mark.parametrize(
+    "dtype", [ttnn.bfloat16, ttnn.bfloat8_b, ttnn.bfloat4_b], ids=["bfloat16", "bfloat8_b", "bfloat4_b"]
+)
 @pytest.mark.parametrize("input_dtype", [torch.float64, torch.float16], ids=["fp64", "fp16"])
 def test_other_float_inputs_go_through_bfloat16(input_dtype, dtype):
     generator = torch.Generator().manual_seed(41)
