@@ -43,6 +43,7 @@ from deit_tt.cache import CacheInfo
 from deit_tt.errors import UserFacingError
 from deit_tt.policy import DtypePolicy, get_policy
 from deit_tt.runtime import prepare_host
+from deit_tt.sharding import CLASS_PAD_MULTIPLE
 
 # Bump whenever the tensor layout produced here changes (names, shapes, ordering, padding):
 # it is part of the conversion cache key, so old cache entries are never reused for a new layout.
@@ -50,7 +51,6 @@ LAYOUT_VERSION = 1
 
 TILE = 32
 HEAD_SIZE_MULTIPLE = TILE  # the sharded QKV split needs head size % 32 == 0 and no tile padding inside a head
-CLASSIFIER_PAD_MULTIPLE = 384  # 32 * 12: every supported grid column count divides the padded class tiles
 PADDED_CHANNELS = 4  # pixels are stored NHWC with 3 channels padded to 4 so a 16-pixel row is 64 wide
 SUPPORTED_IMAGE_SIZE = 224
 SUPPORTED_PATCH_SIZE = 16
@@ -196,7 +196,7 @@ class _Spec:
 
 def padded_num_labels(num_labels: int) -> int:
     """Round the class count up to a multiple of 384 (1000 -> 1152)."""
-    return -(-num_labels // CLASSIFIER_PAD_MULTIPLE) * CLASSIFIER_PAD_MULTIPLE
+    return _round_up(num_labels, CLASS_PAD_MULTIPLE)
 
 
 def padded_sequence_length(config) -> int:
@@ -215,6 +215,13 @@ def fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> t
     """
     stacked = torch.stack([t.reshape(heads, -1, *t.shape[1:]) for t in (q, k, v)], dim=1)  # (heads, 3, d, ...)
     return stacked.reshape(3 * q.shape[0], *q.shape[1:])
+
+
+def deinterleave_qkv(fused: torch.Tensor, heads: int) -> torch.Tensor:
+    """Activations [..., 3H] with head-interleaved columns [q0 k0 v0 | q1 k1 v1 | ...] -> Hugging Face's [Q | K | V]."""
+    *leading, width = fused.shape
+    grouped = fused.reshape(*leading, heads, 3, width // (3 * heads))
+    return grouped.transpose(-3, -2).reshape(*leading, width)
 
 
 def split_fused_qkv(fused, heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

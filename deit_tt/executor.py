@@ -14,6 +14,7 @@ import torch
 import ttnn
 
 from deit_tt.blockfloat import round_to_dtype
+from deit_tt.conversion import deinterleave_qkv
 
 # Ops that only move data or change its placement: identity on the host (plus dtype rounding).
 _PLACEMENT_OPS = {
@@ -92,11 +93,8 @@ class HostExecutor:
         """The sharded split reads head-interleaved columns [q0 k0 v0 | q1 k1 v1 | ...] (see the op's
         documentation); the golden function models the interleaved-memory variant, which reads
         [Q | K | V]. Reorder the columns to that layout, then evaluate the golden function."""
-        batch, sequence, width = fused_qkv.shape
-        head_size = width // (3 * num_heads)
-        grouped = fused_qkv.reshape(batch, sequence, num_heads, 3, head_size).transpose(2, 3)
         golden = ttnn.get_golden_function(ttnn.transformer.split_query_key_value_and_split_heads)
-        return golden(grouped.reshape(batch, sequence, width), num_heads=num_heads, **kwargs)
+        return golden(deinterleave_qkv(fused_qkv, num_heads), num_heads=num_heads, **kwargs)
 
 
 def _store(tensor: torch.Tensor, dtype) -> torch.Tensor:

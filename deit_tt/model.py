@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 import ttnn
 
-from deit_tt.conversion import DeiTParameters
+from deit_tt.conversion import DeiTParameters, deinterleave_qkv, fold_pixels
 from deit_tt.sharding import ShardingPlan, attention_mask
 
 LAYER_STAGES = ("ln1", "qkv", "attention_probs", "context", "attention_residual", "ln2", "ff1", "output")
@@ -103,7 +103,7 @@ class TtDeiT:
     def embeddings(self, pixel_values: torch.Tensor, record):
         run, plan, dims = self.executor.run, self.plan, self.dims
         act = self.policy.activations
-        pixels = self.executor.from_torch(_fold_input(pixel_values, dims.patch_size), dtype=ttnn.bfloat16, layout=ttnn.ROW_MAJOR_LAYOUT)
+        pixels = self.executor.from_torch(fold_pixels(pixel_values), dtype=ttnn.bfloat16, layout=ttnn.ROW_MAJOR_LAYOUT)
         patches = run(ttnn.fold, pixels, dims.patch_size, 1, collapse_output=True)
         patches = run(ttnn.to_layout, patches, ttnn.TILE_LAYOUT, dtype=act)
         patches = run(
@@ -284,7 +284,7 @@ class TtDeiT:
             else:
                 value = value.reshape(self.plan.batch, self.dims.padded_tokens, -1)[:, :tokens]
             if deinterleave_heads:
-                value = _heads_interleaved_to_qkv(value, deinterleave_heads)
+                value = deinterleave_qkv(value, deinterleave_heads)
             captures[name] = value
 
         return record
@@ -292,21 +292,6 @@ class TtDeiT:
 
 # The classifier heads and the token each one reads (Hugging Face: cls on token 0, distillation on token 1).
 _HEAD_TOKENS = {"classifier": 0, "cls_classifier": 0, "distillation_classifier": 1}
-
-
-def _fold_input(pixel_values: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """NCHW float -> (B, H, W / patch, patch * 4): NHWC with channels padded 3 -> 4, so that one row of the
-    folded tensor holds a whole 16x16x4 patch (ttnn.fold with stride_h=patch, stride_w=1)."""
-    batch, channels, height, width = pixel_values.shape
-    nhwc = torch.nn.functional.pad(pixel_values.permute(0, 2, 3, 1), (0, 4 - channels))
-    return nhwc.reshape(batch, height, width // patch_size, patch_size * 4)
-
-
-def _heads_interleaved_to_qkv(fused: torch.Tensor, heads: int) -> torch.Tensor:
-    """[q0 k0 v0 | q1 k1 v1 | ...] columns -> Hugging Face's [Q | K | V]."""
-    batch, tokens, width = fused.shape
-    head_size = width // (3 * heads)
-    return fused.reshape(batch, tokens, heads, 3, head_size).permute(0, 1, 3, 2, 4).reshape(batch, tokens, width)
 
 
 def _place(parameters: DeiTParameters, executor) -> DeiTParameters:
