@@ -36,16 +36,14 @@ most 7 significant bits where bfloat16 has 8: it is exactly representable in bfl
 returns torch.bfloat16 for all three formats.
 
 The fast path below does the arithmetic in float32 with about a dozen vectorised torch ops per
-cache-sized slice, on one thread; rows whose shared exponent is tiny (E < 30: values below about
+cache-sized slice; rows whose shared exponent is tiny (E < 30: values below about
 2**-97) or 255 (inf/NaN) go through an exact bit-level port of the same rules instead. It is
 several times faster than ttnn's own round trip, which packs the tiles and unpacks them again.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from typing import Iterator
 
 import torch
 import ttnn
@@ -63,7 +61,6 @@ _NAN_EXPONENT = 255
 _F32_SHIFT = 23  # mantissa bits of float32
 _CHUNK_ROWS = 32768  # rows of 16 per slice: 2 MiB of float32
 _SCRATCH = threading.local()
-_THREADS_LOCK = threading.RLock()
 
 
 def round_to_dtype(tensor: torch.Tensor, dtype: ttnn.DataType) -> torch.Tensor:
@@ -85,32 +82,10 @@ def round_to_dtype(tensor: torch.Tensor, dtype: ttnn.DataType) -> torch.Tensor:
     if tensor.dtype not in (torch.float32, torch.bfloat16):
         tensor = tensor.to(torch.bfloat16)
     if dtype == ttnn.bfloat16:
-        with _one_torch_thread():
-            return _round_bfloat16(tensor)
+        return _round_bfloat16(tensor)
     if dtype in MANTISSA_BITS:
-        with _one_torch_thread():
-            return _round_block_float(tensor, MANTISSA_BITS[dtype])
+        return _round_block_float(tensor, MANTISSA_BITS[dtype])
     raise ValueError(f"round_to_dtype supports bfloat16, bfloat8_b, bfloat4_b and float32, not {dtype}")
-
-
-@contextlib.contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """Run on one torch thread, then restore the caller's setting. The slice loop issues many
-    short ops; with several intra-op threads each op ends in a barrier, and when another process
-    holds a core, a barrier can wait a whole scheduler time slice (measured 2-10x slower than one
-    thread on a busy 2-core machine). On a quiet machine two threads would be about 1.5x faster;
-    this module prefers the predictable choice. The thread count is process-wide, so calls from
-    several Python threads take turns."""
-    with _THREADS_LOCK:
-        threads = torch.get_num_threads()
-        if threads == 1:
-            yield
-            return
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(threads)
 
 
 def _round_bfloat16(tensor: torch.Tensor) -> torch.Tensor:
