@@ -103,7 +103,12 @@ class TtDeiT:
     def embeddings(self, pixel_values: torch.Tensor, record):
         run, plan, dims = self.executor.run, self.plan, self.dims
         act = self.policy.activations
-        pixels = self.executor.from_torch(fold_pixels(pixel_values), dtype=ttnn.bfloat16, layout=ttnn.ROW_MAJOR_LAYOUT)
+        pixels = self.executor.from_torch(
+            fold_pixels(pixel_values),
+            dtype=ttnn.bfloat16,
+            layout=ttnn.ROW_MAJOR_LAYOUT,
+            memory_config=plan.fold_input_memory_config,
+        )
         patches = run(ttnn.fold, pixels, dims.patch_size, 1, collapse_output=True)
         patches = run(ttnn.to_layout, patches, ttnn.TILE_LAYOUT, dtype=act)
         patches = run(

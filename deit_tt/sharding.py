@@ -891,6 +891,17 @@ class ShardingPlan:
         return self.dims.heads // self.attention_grid.x
 
     @property
+    def fold_input_memory_config(self) -> ttnn.MemoryConfig:
+        """L1 HEIGHT_SHARDED input of ``ttnn.fold``: the (B, 224, 14, 64) row-major pixels on 2 x batch cores,
+        224 x 14 / 2 = 1568 rows of 64 values per core, as tt-metal's sharded ViT stages its input."""
+        dims = self.dims
+        rows = dims.image_size * (dims.image_size // dims.patch_size)  # 224 x 14 rows of 64 per image
+        cores = 2 * self.batch
+        grid = ttnn.num_cores_to_corerangeset(cores, ttnn.CoreCoord(*self.grid), True)
+        spec = ttnn.ShardSpec(grid, [self.batch * rows // cores, dims.patch_size * PATCH_CHANNELS], ROW_MAJOR)
+        return ttnn.MemoryConfig(ttnn.TensorMemoryLayout.HEIGHT_SHARDED, ttnn.BufferType.L1, spec)
+
+    @property
     def attention_mask_shape(self) -> tuple[int, int, int, int]:
         """Logical shape of the additive attention mask: ``(batch, 1, 1, padded_tokens)``.
 

@@ -561,3 +561,12 @@ def test_plan_command_reads_a_saved_config_directory(capsys, tmp_path):
     random_config("small").save_pretrained(tmp_path)
     code, out = _run_plan(capsys, "--model", str(tmp_path), "--chip", "p150-12x10", "--batch", "4")
     assert code == 0 and "encoder 12x7, attention 6x4" in out
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_fold_input_is_height_sharded_on_two_cores_per_image(batch):
+    memory_config = plan_for("base", batch=batch).fold_input_memory_config
+    assert memory_config.memory_layout == ttnn.TensorMemoryLayout.HEIGHT_SHARDED
+    assert memory_config.shard_spec.grid.num_cores() == 2 * batch
+    # B x 224 x 14 rows of 64 pixel values split evenly: tt-metal stages [1568, 64] per core at batch 8
+    assert list(memory_config.shard_spec.shape) == [1568, 64]
