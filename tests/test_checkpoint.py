@@ -1,0 +1,89 @@
+"""Checkpoint loading: random sizes, save_pretrained folders, and the offline error."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import DeiTForImageClassificationWithTeacher
+
+from deit_tt.checkpoint import CheckpointError, load_checkpoint, random_checkpoint
+from deit_tt.labels import imagenet_class_names, imagenet_synsets
+
+
+@pytest.mark.parametrize("size, hidden, heads", [("tiny", 192, 3), ("small", 384, 6), ("base", 768, 12)])
+def test_random_sizes_are_the_deit_architectures(size, hidden, heads):
+    checkpoint = load_checkpoint(f"random:{size}")
+    config = checkpoint.config
+    assert (config.hidden_size, config.num_attention_heads, config.num_hidden_layers) == (hidden, heads, 12)
+    assert config.intermediate_size == 4 * hidden and config.num_labels == 1000
+    assert checkpoint.distilled and checkpoint.is_random and "RANDOM" in checkpoint.describe()
+    assert config.id2label[0].startswith("tench") and config.id2label[999].startswith("toilet tissue")
+
+
+def test_random_weights_are_seeded_and_every_parameter_is_observable(tiny_checkpoint):
+    again = random_checkpoint("tiny")
+    assert again.identity == tiny_checkpoint.identity
+    for (name, a), (_, b) in zip(tiny_checkpoint.model.state_dict().items(), again.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    embeddings = tiny_checkpoint.model.deit.embeddings
+    layer = tiny_checkpoint.model.deit.layers[0]
+    for tensor in (embeddings.cls_token, embeddings.distillation_token, layer.attention.q_proj.bias, layer.layernorm_before.bias):
+        assert tensor.abs().max() > 0  # HF would initialise these to zero; a misplaced one would go unnoticed
+    assert random_checkpoint("small").identity != tiny_checkpoint.identity
+
+
+def test_save_pretrained_folder_loads_with_a_content_identity(tmp_path, tiny_checkpoint):
+    tiny_checkpoint.model.save_pretrained(tmp_path)
+    loaded = load_checkpoint(str(tmp_path))
+    assert isinstance(loaded.model, DeiTForImageClassificationWithTeacher) and not loaded.is_random
+    assert loaded.identity.startswith("dir:")
+    with torch.no_grad():
+        loaded.model.cls_classifier.bias.add_(1.0)
+    loaded.model.save_pretrained(tmp_path)
+    assert load_checkpoint(str(tmp_path)).identity != loaded.identity  # new weights, new cache key
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ("random:huge", "use random:tiny, random:small or random:base"),
+        ("./no/such/folder", "does not exist"),
+    ],
+)
+def test_bad_model_names_are_user_errors(model, message):
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(model)
+
+
+def test_folder_without_weights_is_refused(tmp_path, tiny_checkpoint):
+    tiny_checkpoint.config.save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="no model weights"):
+        load_checkpoint(str(tmp_path))
+
+
+def test_unreachable_hub_is_one_line_that_names_both_fixes(tmp_path):
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "deit_tt", "convert", "--model", "facebook/deit-base-distilled-patch16-224"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot load checkpoint")
+    assert "save_pretrained" in lines[0] and "random:base" in lines[0]
+
+
+def test_imagenet_labels_are_in_head_index_order():
+    synsets, names = imagenet_synsets(), imagenet_class_names()
+    assert len(synsets) == len(set(synsets)) == len(names) == 1000
+    assert synsets == sorted(synsets)
+    assert (synsets[0], synsets[999]) == ("n01440764", "n15075141")
+    assert names[0].startswith("tench") and names[999].startswith("toilet tissue")
+    assert names[134] == names[517] == "crane"  # names are not unique: match by index or synset
