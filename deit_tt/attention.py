@@ -26,6 +26,7 @@ import math
 from typing import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 
@@ -185,7 +186,7 @@ def _as_4d(attention: torch.Tensor) -> torch.Tensor:
     return attention
 
 
-def token_attention_stats(attentions) -> "pandas.DataFrame":
+def token_attention_stats(attentions) -> pd.DataFrame:
     """Per layer, how the two prefix tokens spend their attention (heads averaged, then batch averaged).
 
     Columns: ``layer``; ``cls_to_distillation`` = A[0, 1] and ``distillation_to_cls`` = A[1, 0], the
@@ -195,7 +196,6 @@ def token_attention_stats(attentions) -> "pandas.DataFrame":
     ``cls_entropy`` / ``distillation_entropy``: entropy of each patch map renormalised to sum 1,
     divided by log(196), so 1 = spread evenly over all patches and 0 = one patch.
     """
-    import pandas as pd
 
     rows = []
     for index, layer in enumerate(as_attention_list(attentions)):
@@ -220,11 +220,10 @@ def token_attention_stats(attentions) -> "pandas.DataFrame":
     return pd.DataFrame(rows)
 
 
-def attention_agreement(captures, reference) -> "pandas.DataFrame":
+def attention_agreement(captures, reference) -> pd.DataFrame:
     """Per layer, PCC between two runs' attention (e.g. ttnn vs Hugging Face): of the full probabilities
     [B, heads, 198, 198], of the CLS and distillation maps (head mean) and of the two rollouts up to that
     layer; plus the largest absolute difference of a probability."""
-    import pandas as pd
 
     from deit_tt.pcc import pcc
 
@@ -254,7 +253,7 @@ def _cosine(hidden: torch.Tensor) -> float:
     return float(cos.mean().clamp(-1.0, 1.0))
 
 
-def token_cosine_similarity(captures) -> "pandas.DataFrame":
+def token_cosine_similarity(captures) -> pd.DataFrame:
     """Cosine similarity of the CLS and distillation token states at each depth, averaged over the batch.
 
     ``captures``: pipeline/reference captures (uses "embeddings", "layers.{i}.output" and, when
@@ -265,7 +264,6 @@ def token_cosine_similarity(captures) -> "pandas.DataFrame":
     ``depth`` (0 = input embeddings incl. position embeddings, i + 1 = after layer i; final_ln has the
     depth of the last layer) and ``cosine``.
     """
-    import pandas as pd
 
     rows = []
     if isinstance(captures, Mapping):

@@ -153,11 +153,6 @@ def classify_sources(
     return results
 
 
-def classify_bytes(pipeline, content: bytes | memoryview, name: str = "image", top_k: int = DEFAULT_TOP_K) -> ClassificationResult:
-    """Classify one encoded image (e.g. an upload); errors become ``result.error``."""
-    return classify_sources(pipeline, [(name, bytes(content))], top_k)[0]
-
-
 def decode_input_data(text: str) -> list[tuple[str, bytes | Exception]]:
     """Parse ``{"input_data": ["<base64>", ...]}`` into ``(name, bytes)`` items named ``stdin[i]``.
 

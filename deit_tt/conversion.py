@@ -32,7 +32,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import ttnn
@@ -43,7 +42,7 @@ from deit_tt.cache import CacheInfo
 from deit_tt.errors import UserFacingError
 from deit_tt.policy import DtypePolicy, get_policy
 from deit_tt.runtime import prepare_host
-from deit_tt.sharding import CLASS_PAD_MULTIPLE
+from deit_tt.sharding import CLASS_PAD_MULTIPLE, round_up
 
 # Bump whenever the tensor layout produced here changes (names, shapes, ordering, padding):
 # it is part of the conversion cache key, so old cache entries are never reused for a new layout.
@@ -196,12 +195,12 @@ class _Spec:
 
 def padded_num_labels(num_labels: int) -> int:
     """Round the class count up to a multiple of 384 (1000 -> 1152)."""
-    return _round_up(num_labels, CLASS_PAD_MULTIPLE)
+    return round_up(num_labels, CLASS_PAD_MULTIPLE)
 
 
 def padded_sequence_length(config) -> int:
     """Tokens the model runs on: CLS + distillation + patches, padded to whole tiles (198 -> 224)."""
-    return _round_up(_num_tokens(config), TILE)
+    return round_up(_num_tokens(config), TILE)
 
 
 def head_names(checkpoint) -> tuple[str, ...]:
@@ -351,10 +350,6 @@ def _num_tokens(config) -> int:
     return (config.image_size // config.patch_size) ** 2 + 2
 
 
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
 # --------------------------------------------------------------------------------------------------
 # Step 2: ttnn conversion
 
@@ -465,12 +460,3 @@ def converted_tensors(checkpoint, parameters: DeiTParameters) -> list[ConvertedT
     if missing or len(specs) != len(named):
         raise ValueError(f"parameters do not belong to this checkpoint (missing {missing[:3]}...)")
     return [ConvertedTensor(spec.name, spec.family, named[spec.name], spec.reference(), spec.valid) for spec in specs]
-
-
-def iter_families(items: list[ConvertedTensor]) -> Iterator[tuple[str, list[ConvertedTensor]]]:
-    """Group ``converted_tensors`` output by family, in FAMILIES order."""
-    for family in FAMILIES:
-        members = [item for item in items if item.family == family]
-        if members:
-            yield family, members
-

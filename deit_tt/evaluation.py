@@ -38,10 +38,11 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from deit_tt.checkpoint import RANDOM_SIZES
 from deit_tt.errors import UserFacingError
 from deit_tt.imagenet import ImageNetDataset, Sample
 from deit_tt.labels import NUM_CLASSES, imagenet_class_names, imagenet_synsets, short_name
-from deit_tt.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PREPROCESSING_MODES, official_transform
+from deit_tt.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PREPROCESSING_MODES, load_image_processor, official_transform
 
 RESULTS_FORMAT = "deit-tt-evaluation-results/1"
 SUMMARY_FORMAT = "deit-tt-evaluation-summary/1"
@@ -62,7 +63,7 @@ PUBLISHED_TOP5 = {"tiny": {"average": 91.9}, "small": {"average": 95.4}, "base":
 PUBLISHED_PLAIN_TOP1 = {"tiny": 72.2, "small": 79.8, "base": 81.8}
 PUBLISHED_PLAIN_TOP5 = {"tiny": 91.1, "small": 95.0, "base": 95.6}
 PUBLISHED_SOURCE = "Touvron et al. 2021 (DeiT), Table 3 per head, Table 5 / official README for the averaged head"
-_SIZES = {192: "tiny", 384: "small", 768: "base"}
+_SIZES = {hidden: size for size, (hidden, _) in RANDOM_SIZES.items()}  # hidden size -> DeiT size
 
 # The Hub preprocessor_config.json of facebook/deit-base-distilled-patch16-224: used for ``hf``
 # preprocessing of random:* checkpoints, which have no processor of their own.
@@ -89,9 +90,8 @@ class Preprocessor:
     """``official`` (DeiT's eval recipe) or ``hf`` (the checkpoint's own image processor), picklable for workers.
 
     ``description`` says exactly what is applied; it is stored in the results file and the summary.
-    For ``hf`` the processor is loaded once, the way ``preprocessing.hf_transform_for`` loads it
-    (``AutoImageProcessor``, PIL backend), and sent to the decoding workers as an object, so the
-    workers never look it up again (no repeated hub requests on an offline machine).
+    For ``hf`` the processor is loaded once (``preprocessing.load_image_processor``) and sent to the
+    decoding workers as an object, so they never look it up again (no repeated hub requests offline).
     """
 
     def __init__(self, mode: str = "official", model_name: str | None = None):
@@ -125,10 +125,8 @@ class Preprocessor:
             from transformers.models.deit import DeiTImageProcessorPil
 
             return DeiTImageProcessorPil(**HUB_PROCESSOR_VALUES)
-        from transformers import AutoImageProcessor
-
         try:
-            return AutoImageProcessor.from_pretrained(self.model_name, use_fast=False)  # as hf_transform_for does
+            return load_image_processor(self.model_name)
         except (OSError, ValueError) as error:
             raise EvaluationError(
                 f"cannot load the image processor of {self.model_name} ({type(error).__name__}); "

@@ -79,8 +79,11 @@ class HostExecutor:
         return _store(tensor, dtype)
 
     def parameter(self, tensor: ttnn.Tensor) -> torch.Tensor:
-        """Read a converted parameter back exactly as quantised (bfloat8_b/4_b values are exact in bfloat16)."""
-        return _store(ttnn.to_torch(tensor), tensor.dtype)
+        """Read a converted parameter back as quantised: its values are already those of its dtype and
+        exact in bfloat16 (see deit_tt.blockfloat), so there is nothing to round again."""
+        stored = ttnn.to_torch(tensor).to(torch.bfloat16)
+        stored.ttnn_dtype = tensor.dtype
+        return stored
 
     def to_torch(self, tensor) -> torch.Tensor:
         return tensor.float()

@@ -142,7 +142,7 @@ class TtDeiT:
         qkv = self._linear(normed, layer.qkv_weight, layer.qkv_bias, plan.qkv)
         if record:
             record(prefix + "ln1", normed)
-            record(prefix + "qkv", qkv, deinterleave_heads=dims.heads)
+            record(prefix + "qkv", qkv)
         free(normed)
 
         # attention: one image per grid row, heads height-sharded
@@ -282,14 +282,14 @@ class TtDeiT:
     def _recorder(self, captures: dict):
         tokens = self.dims.tokens
 
-        def record(name: str, tensor, deinterleave_heads: int | None = None):
+        def record(name: str, tensor):
             value = self.executor.to_torch(tensor)
-            if value.dim() == 4 and value.shape[1] == self.dims.heads and name.endswith("attention_probs"):
+            if name.endswith("attention_probs"):  # [B, heads, 224, 224]
                 value = value[:, :, :tokens, :tokens]
             else:
                 value = value.reshape(self.plan.batch, self.dims.padded_tokens, -1)[:, :tokens]
-            if deinterleave_heads:
-                value = deinterleave_qkv(value, deinterleave_heads)
+                if name.endswith(".qkv"):  # compare in Hugging Face's [Q | K | V] order
+                    value = deinterleave_qkv(value, self.dims.heads)
             captures[name] = value
 
         return record

@@ -86,21 +86,19 @@ def build_pipeline(
 
 
 def _slice(output: DeiTOutput, count: int) -> DeiTOutput:
-    return DeiTOutput(
-        logits=output.logits[:count],
-        cls_logits=output.cls_logits[:count],
-        distillation_logits=None if output.distillation_logits is None else output.distillation_logits[:count],
-        captures={name: value[:count] for name, value in output.captures.items()},
-    )
+    return _combine([output], lambda tensors: tensors[0][:count])
 
 
 def _concatenate(outputs: list[DeiTOutput]) -> DeiTOutput:
-    if len(outputs) == 1:
-        return outputs[0]
+    return outputs[0] if len(outputs) == 1 else _combine(outputs, torch.cat)
+
+
+def _combine(outputs: list[DeiTOutput], combine) -> DeiTOutput:
+    """Apply ``combine`` to the list of each field's tensors across ``outputs`` (None stays None)."""
     first = outputs[0]
     return DeiTOutput(
-        logits=torch.cat([o.logits for o in outputs]),
-        cls_logits=torch.cat([o.cls_logits for o in outputs]),
-        distillation_logits=None if first.distillation_logits is None else torch.cat([o.distillation_logits for o in outputs]),
-        captures={name: torch.cat([o.captures[name] for o in outputs]) for name in first.captures},
+        logits=combine([o.logits for o in outputs]),
+        cls_logits=combine([o.cls_logits for o in outputs]),
+        distillation_logits=None if first.distillation_logits is None else combine([o.distillation_logits for o in outputs]),
+        captures={name: combine([o.captures[name] for o in outputs]) for name in first.captures},
     )

@@ -39,11 +39,16 @@ def official_transform(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(normalised.transpose(2, 0, 1).copy())
 
 
-def hf_transform_for(model_name_or_path: str):
-    """The checkpoint's own image processor as a ``PIL image -> [3, 224, 224]`` function (slow, PIL-based)."""
+def load_image_processor(model_name_or_path: str):
+    """The checkpoint's own image processor, PIL-based (the fast torch one resizes differently); picklable."""
     from transformers import AutoImageProcessor
 
-    processor = AutoImageProcessor.from_pretrained(model_name_or_path, use_fast=False)
+    return AutoImageProcessor.from_pretrained(model_name_or_path, use_fast=False)
+
+
+def hf_transform_for(model_name_or_path: str):
+    """The checkpoint's own image processor as a ``PIL image -> [3, 224, 224]`` function."""
+    processor = load_image_processor(model_name_or_path)
 
     def transform(image: Image.Image) -> torch.Tensor:
         return processor(images=image, return_tensors="pt")["pixel_values"][0]

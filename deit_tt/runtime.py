@@ -9,12 +9,10 @@ is present or when the user already set the variable.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 from dataclasses import dataclass
 from importlib import resources
-from typing import Iterator
 
 import ttnn
 
@@ -120,16 +118,6 @@ def open_device(device_id: int = 0):
     device = ttnn.open_device(device_id=device_id, l1_small_size=32768)
     device.enable_program_cache()
     return device
-
-
-@contextlib.contextmanager
-def runtime_session(executor: str | None = None, chip: str | None = None) -> Iterator[Runtime]:
-    """``with runtime_session() as rt:`` closes the device even when the body raises."""
-    runtime = select_runtime(executor, chip)
-    try:
-        yield runtime
-    finally:
-        runtime.close()
 
 
 def _chip(name: str) -> Chip:

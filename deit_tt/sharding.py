@@ -159,7 +159,7 @@ def dest_register_tiles(fp32_dest_acc: bool = False, dst_full_sync: bool = False
 # Model dimensions
 
 
-def _round_up(value: int, multiple: int) -> int:
+def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
@@ -191,12 +191,12 @@ class ModelDims:
     @property
     def padded_tokens(self) -> int:
         """Tokens rounded up to whole tiles (224): the sequence the model runs with."""
-        return _round_up(self.tokens, TILE)
+        return round_up(self.tokens, TILE)
 
     @property
     def classes_padded(self) -> int:
         """Classes rounded up to a multiple of 384 = 32 x 12, so every supported grid column count divides the tiles."""
-        return _round_up(self.num_classes, CLASS_PAD_MULTIPLE)
+        return round_up(self.num_classes, CLASS_PAD_MULTIPLE)
 
     @property
     def patch_features(self) -> int:
@@ -1062,7 +1062,6 @@ class ShardingPlan:
         check_split_heads_rows(op, B * St, rows, St)
         check_split_heads_l1(op, qkv_att.shard_tiles, act_tile, self.l1_bytes_per_core)
         cores = cols * rows
-        hpc = dims.heads // cols
         q = _Sharded("query", HEIGHT, qkv_att.grid, (B * dims.heads * S // cores, hs), act)
         k_t = _Sharded("key (transposed)", HEIGHT, qkv_att.grid, (B * dims.heads * hs // cores, S), act)
         v = _Sharded("value", HEIGHT, qkv_att.grid, (B * dims.heads * S // cores, hs), act)
