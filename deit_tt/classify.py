@@ -115,6 +115,7 @@ def classify_sources(
     A source may also be an ``Exception`` (e.g. undecodable base64): it becomes an error result.
     Images are decoded and run ``chunk_size`` at a time (default: the pipeline's batch size).
     """
+    pipeline.runtime.require_values("classify")
     chunk_size = chunk_size or getattr(pipeline, "batch_size", None) or DEFAULT_CHUNK
     results: list[ClassificationResult | None] = [None] * len(sources)
     pending: list[tuple[int, str, Image.Image]] = []

@@ -511,6 +511,7 @@ def evaluate(
     Face model) is the reference for ``compare_reference``. Returns the summary of the selection.
     A KeyboardInterrupt leaves every finished batch committed; run again to continue.
     """
+    pipeline.runtime.require_values("evaluate")
     log = log or (lambda message: None)
     if limit is not None and limit < 1:
         raise EvaluationError(f"--limit must be at least 1, got {limit}")

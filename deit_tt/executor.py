@@ -28,9 +28,10 @@ _PLACEMENT_OPS = {
 
 
 class DeviceExecutor:
-    """Runs ops on an open ttnn device."""
+    """Runs ops on an open ttnn device: a card, or tt-metal's mock device."""
 
     name = "device"
+    tensor_type = ttnn.Tensor
 
     def __init__(self, device):
         self.device = device
@@ -60,6 +61,7 @@ class HostExecutor:
     """
 
     name = "host"
+    tensor_type = torch.Tensor
 
     def run(self, op, *args, **kwargs):
         dtype = kwargs.pop("dtype", None) or _stored_dtype(args)

@@ -109,8 +109,12 @@ class TtDeiT:
             layout=ttnn.ROW_MAJOR_LAYOUT,
             memory_config=plan.fold_input_memory_config,
         )
-        patches = run(ttnn.fold, pixels, dims.patch_size, 1, collapse_output=True)
-        patches = run(ttnn.to_layout, patches, ttnn.TILE_LAYOUT, dtype=act)
+        folded = run(ttnn.fold, pixels, dims.patch_size, 1, collapse_output=True)
+        self.executor.deallocate(pixels)
+        unsharded = run(ttnn.to_memory_config, folded, plan.fold_output_memory_config)
+        self.executor.deallocate(folded)
+        patches = run(ttnn.to_layout, unsharded, ttnn.TILE_LAYOUT, dtype=act)
+        self.executor.deallocate(unsharded)
         patches = run(
             ttnn.linear,
             patches,
@@ -119,6 +123,7 @@ class TtDeiT:
             memory_config=ttnn.L1_MEMORY_CONFIG,
             dtype=ttnn.bfloat16,
             core_grid=plan.encoder_grid,
+            compute_kernel_config=plan.matmul_compute,
         )
         patches = run(ttnn.to_layout, patches, ttnn.ROW_MAJOR_LAYOUT)
         patches = run(ttnn.reshape, patches, (plan.batch, dims.patches, dims.hidden))
@@ -155,7 +160,13 @@ class TtDeiT:
         )
         free(qkv)
         scores = run(
-            ttnn.matmul, query, key, program_config=plan.query_by_key, memory_config=plan.heads_memory_config, dtype=act
+            ttnn.matmul,
+            query,
+            key,
+            program_config=plan.query_by_key,
+            memory_config=plan.heads_memory_config,
+            dtype=act,
+            compute_kernel_config=plan.matmul_compute,
         )
         free(query)
         free(key)
@@ -169,6 +180,7 @@ class TtDeiT:
             program_config=plan.attention_by_value,
             memory_config=plan.heads_memory_config,
             dtype=act,
+            compute_kernel_config=plan.matmul_compute,
         )
         free(probabilities)
         free(value)
@@ -208,6 +220,7 @@ class TtDeiT:
             memory_config=self.plan.matmul_output_memory_config,
             program_config=program_config,
             dtype=self.policy.activations,
+            compute_kernel_config=self.plan.matmul_compute,
         )
 
     def _layer_norm(self, tensor, weight, bias):
@@ -230,19 +243,18 @@ class TtDeiT:
     def _softmax(self, scores):
         """Scale, hide padded keys, softmax: one fused in-place op on the height-sharded scores.
 
-        Without the mask this is what tt-metal's ViT does: scale with mul_, then softmax_in_place.
+        ``attention_softmax_`` calls exactly this (numerically stable) but takes no compute kernel config;
+        calling it directly keeps the config in the plan. Without the mask it is tt-metal ViT's mul_ + softmax.
         """
-        run, plan = self.executor.run, self.plan
-        if self.mask is not None:
-            return run(
-                ttnn.transformer.attention_softmax_,
-                scores,
-                head_size=self.dims.head_size,
-                attention_mask=self.mask,
-                program_config=plan.softmax,
-            )
-        scores = run(ttnn.mul_, scores, 1.0 / math.sqrt(self.dims.head_size))
-        return run(ttnn.softmax_in_place, scores, program_config=plan.softmax)
+        return self.executor.run(
+            ttnn.scale_mask_softmax_in_place,
+            scores,
+            1.0 / math.sqrt(self.dims.head_size),
+            self.mask,
+            program_config=self.plan.softmax,
+            compute_kernel_config=self.plan.softmax_compute,
+            numeric_stable=True,
+        )
 
     # -- heads ------------------------------------------------------------------------------------
 
@@ -277,6 +289,11 @@ class TtDeiT:
             captures["logits"] = logits
         return DeiTOutput(logits, cls_logits, distillation_logits, captures)
 
+    def release(self) -> None:
+        """Deallocate every tensor the model placed (on a device: its DRAM and L1 buffers). The model is unusable after."""
+        resident = [self.params, self.prefix_tokens, self.padding_tokens, self.position_embeddings, self.mask]
+        _map_tensors(resident, self.executor.tensor_type, self.executor.deallocate)
+
     # -- capture ----------------------------------------------------------------------------------
 
     def _recorder(self, captures: dict):
@@ -301,18 +318,23 @@ _HEAD_TOKENS = {"classifier": 0, "cls_classifier": 0, "distillation_classifier":
 
 def _place(parameters: DeiTParameters, executor) -> DeiTParameters:
     """A copy of the parameter tree with every tensor placed by the executor (device DRAM, or host torch)."""
+    return _map_tensors(parameters, ttnn.Tensor, executor.parameter)
 
-    def place(value):
-        if isinstance(value, ttnn.Tensor):
-            return executor.parameter(value)
+
+def _map_tensors(tree, kind: type, function):
+    """``tree`` with ``function`` applied to every leaf of type ``kind`` (lists, tuples, dicts, dataclasses)."""
+
+    def visit(value):
+        if isinstance(value, kind):
+            return function(value)
         if isinstance(value, list):
-            return [place(item) for item in value]
+            return [visit(item) for item in value]
         if isinstance(value, tuple):
-            return tuple(place(item) for item in value)
+            return tuple(visit(item) for item in value)
         if isinstance(value, dict):
-            return {key: place(item) for key, item in value.items()}
+            return {key: visit(item) for key, item in value.items()}
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return dataclasses.replace(value, **{f.name: place(getattr(value, f.name)) for f in dataclasses.fields(value)})
+            return dataclasses.replace(value, **{f.name: visit(getattr(value, f.name)) for f in dataclasses.fields(value)})
         return value
 
-    return place(parameters)
+    return visit(tree)

@@ -8,7 +8,7 @@ import os
 import torch
 
 from deit_tt.checkpoint import Checkpoint, load_checkpoint
-from deit_tt.conversion import convert_parameters
+from deit_tt.conversion import DeiTParameters, convert_parameters
 from deit_tt.executor import DeviceExecutor, HostExecutor
 from deit_tt.model import DeiTOutput, TtDeiT
 from deit_tt.policy import get_policy
@@ -22,14 +22,31 @@ DEFAULT_BATCH = 8
 class DeiTPipeline:
     """Callable on pixel values of any batch size; runs the model in fixed-size batches."""
 
-    def __init__(self, checkpoint: Checkpoint, runtime: Runtime, policy, batch_size: int, cache_dir=None, mask_padded_tokens=True):
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        runtime: Runtime,
+        policy,
+        batch_size: int,
+        cache_dir=None,
+        mask_padded_tokens=True,
+        parameters: DeiTParameters | None = None,
+    ):
+        """``parameters``: ``checkpoint`` already converted with ``policy`` (pipelines of several batch sizes can share them)."""
         self.checkpoint = checkpoint
         self.runtime = runtime
         self.policy = policy
         self.batch_size = batch_size
-        self.parameters = convert_parameters(checkpoint, policy, cache_dir=cache_dir)
-        self.plan = make_plan(ModelDims.from_config(checkpoint.config), batch_size, runtime.grid, runtime.chip.l1_bytes_per_core)
-        executor = DeviceExecutor(runtime.device) if runtime.executor == "device" else HostExecutor()
+        self.parameters = parameters or convert_parameters(checkpoint, policy, cache_dir=cache_dir)
+        self.plan = make_plan(
+            ModelDims.from_config(checkpoint.config),
+            batch_size,
+            runtime.grid,
+            runtime.l1_bytes_per_core,
+            policy.activations,
+            weight_dtype=policy.matmul_weights,
+        )
+        executor = HostExecutor() if runtime.device is None else DeviceExecutor(runtime.device)
         self.model = TtDeiT(
             self.parameters,
             self.plan,
@@ -50,12 +67,16 @@ class DeiTPipeline:
             padding = pixel_values.new_zeros(self.batch_size - count, *pixel_values.shape[1:])
             pixel_values = torch.cat([pixel_values, padding])
         output = self.model(pixel_values.float(), capture=capture)
+        if not self.runtime.computes_values:  # the mock device's outputs are garbage: make them unusable
+            output = _combine([output], lambda tensors: torch.full_like(tensors[0], float("nan")))
         return _slice(output, count)
 
     def banner(self) -> str:
         return f"{self.runtime.banner()} | {self.checkpoint.describe()} | dtype policy: {self.policy.name} | batch {self.batch_size}"
 
     def close(self) -> None:
+        """Free the model's device tensors, then close the device (closing first would orphan them)."""
+        self.model.release()
         self.runtime.close()
 
     def __enter__(self):
@@ -74,7 +95,7 @@ def build_pipeline(
     chip: str | None = None,
     mask_padded_tokens: bool = True,
 ) -> DeiTPipeline:
-    """Defaults come from $DEIT_TT_MODEL, $DEIT_TT_EXECUTOR and $DEIT_TT_BATCH."""
+    """Defaults come from $DEIT_TT_MODEL, $DEIT_TT_EXECUTOR (auto, host, device or mock) and $DEIT_TT_BATCH."""
     checkpoint = model if isinstance(model, Checkpoint) else load_checkpoint(model)
     batch_size = batch_size or int(os.environ.get(BATCH_ENV, DEFAULT_BATCH))
     runtime = select_runtime(executor, chip)

@@ -839,7 +839,7 @@ class ShardingPlan:
 
     Grids are (x = columns, y = rows), as ``compute_with_storage_grid_size`` reports them.
     ``attention_mask_shape`` / ``attention_mask_layout`` / ``attention_mask_memory_config`` describe the
-    additive mask ``ttnn.transformer.attention_softmax_`` expects with ``plan.softmax`` (see ``attention_mask``).
+    additive mask ``ttnn.scale_mask_softmax_in_place`` expects with ``plan.softmax`` (see ``attention_mask``).
     """
 
     dims: ModelDims
@@ -856,6 +856,8 @@ class ShardingPlan:
     classifier_memory_config: ttnn.MemoryConfig
     layernorm: ttnn.LayerNormShardedMultiCoreProgramConfig
     layernorm_compute: ttnn.WormholeComputeKernelConfig
+    matmul_compute: ttnn.WormholeComputeKernelConfig
+    softmax_compute: ttnn.WormholeComputeKernelConfig
     qkv: ttnn.MatmulMultiCoreReuseMultiCastProgramConfig
     query_by_key: ttnn.MatmulMultiCoreReuseProgramConfig
     softmax: ttnn.SoftmaxShardedMultiCoreProgramConfig
@@ -866,9 +868,6 @@ class ShardingPlan:
     classifier: ttnn.MatmulMultiCoreReuseMultiCastProgramConfig
     activation_dtype: object = ttnn.bfloat8_b
     weight_dtype: object = ttnn.bfloat8_b
-    # Destination-register budgets the subblocks were sized for (get_dest_reg_count).
-    matmul_dest_tiles: int = 8
-    softmax_dest_tiles: int = 8
     # Matmul outputs: L1 block sharded; the matmul computes the shard spec itself from its program config
     # ([per_core_M*32, per_core_N*32] on (num_blocks_x, num_blocks_y)), as tt-metal's ViT passes it.
     matmul_output_memory_config: ttnn.MemoryConfig = field(default_factory=lambda: ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG)
@@ -876,6 +875,15 @@ class ShardingPlan:
     attention_mask_memory_config: ttnn.MemoryConfig = field(default_factory=lambda: ttnn.DRAM_MEMORY_CONFIG)
 
     # -- derived facts ------------------------------------------------------------------------
+
+    @property
+    def matmul_dest_tiles(self) -> int:
+        """Destination-register budget the matmul subblocks are sized for (get_dest_reg_count)."""
+        return _compute_config_dest_tiles(self.matmul_compute)
+
+    @property
+    def softmax_dest_tiles(self) -> int:
+        return _compute_config_dest_tiles(self.softmax_compute)
 
     @property
     def seq_tiles(self) -> int:
@@ -902,10 +910,19 @@ class ShardingPlan:
         return ttnn.MemoryConfig(ttnn.TensorMemoryLayout.HEIGHT_SHARDED, ttnn.BufferType.L1, spec)
 
     @property
+    def fold_output_memory_config(self) -> ttnn.MemoryConfig:
+        """Where the fold's output moves before ``to_layout(TILE)``: interleaved L1, as tt-metal's ViT does.
+
+        ``fold`` keeps the input's height sharding and rescales its shard to 1568 / 16 = 98 rows, which is
+        not a tile multiple; ``to_layout`` refuses it ("Physical shard shape (98, 1024) must be tile {32, 32}
+        sized!", tensor_layout.cpp), so the patches are un-sharded first."""
+        return ttnn.L1_MEMORY_CONFIG
+
+    @property
     def attention_mask_shape(self) -> tuple[int, int, int, int]:
         """Logical shape of the additive attention mask: ``(batch, 1, 1, padded_tokens)``.
 
-        ttnn 0.81.1, ``attention_softmax_`` -> ``scale_mask_softmax_in_place`` with a
+        ttnn 0.81.1, ``scale_mask_softmax_in_place`` (what ``attention_softmax_`` calls) with a
         ``SoftmaxShardedMultiCoreProgramConfig`` (non-causal):
 
         - TILE layout, interleaved (DRAM or L1), bfloat16 (fp32 also accepted); tile-padded on the device to
@@ -1024,13 +1041,13 @@ class ShardingPlan:
         def reshard_step(op: str, x: _Sharded, target: _Sharded) -> _Step:
             check_grid_within_device(op, target.grid, self.grid)
             l1 = {"input shard": x.shard_bytes, "output shard": target.shard_bytes}
-            return _Step(op, "", target.grid, target.layout, target, [x], l1)
+            return _Step(op, target.name, target.grid, target.layout, target, [x], l1)
 
         def add_step(op: str, a: _Sharded, b: _Sharded) -> _Step:
             check_residual_add(op, a, b)
             out = _Sharded(op + " output", a.layout, a.grid, a.shard, act)
             l1 = {"input shards": a.shard_bytes + b.shard_bytes, "output shard": out.shard_bytes}
-            return _Step(op, "", a.grid, a.layout, out, [a, b], l1)
+            return _Step(op, "matmul_output_memory_config", a.grid, a.layout, out, [a, b], l1)
 
         # 1. LayerNorm before attention
         ln1 = layernorm_step("layernorm_before", hidden, True)
@@ -1238,6 +1255,8 @@ class ShardingPlan:
             for name in (
                 "layernorm",
                 "layernorm_compute",
+                "matmul_compute",
+                "softmax_compute",
                 "qkv",
                 "query_by_key",
                 "softmax",
@@ -1303,17 +1322,32 @@ def make_plan(
     Mt = batch * St
     grid_x, grid_y = grid
 
-    # Destination registers: matmuls and softmax run with ttnn's default compute config, which accumulates
-    # in fp32 only for fp32 outputs; LayerNorm gets an explicit config (HiFi2, approx, packer L1 acc, as tt-metal's ViT).
+    # Compute kernel configs, passed to every op explicitly. They keep the values ttnn 0.81.1 picks when it is
+    # given none (shared/reference/device-numerics.md §1): matmuls with a program config run LoFi, no approx,
+    # fp32 accumulation only for fp32 outputs, packer L1 accumulation on (create_matmul_attributes); the fused
+    # scale-mask-softmax runs HiFi4 with the approximate exp (softmax_device_operation.cpp). LayerNorm takes
+    # tt-metal's ViT encoder config (HiFi2, approx, packer L1 accumulation; ln_compute_config).
     fp32_activations = activation_dtype == ttnn.float32
-    matmul_dest = dest_register_tiles(fp32_activations)
-    softmax_dest = dest_register_tiles(fp32_activations)
+    matmul_compute = ttnn.WormholeComputeKernelConfig(
+        math_fidelity=ttnn.MathFidelity.LoFi,
+        math_approx_mode=False,
+        fp32_dest_acc_en=fp32_activations,
+        packer_l1_acc=True,
+    )
+    softmax_compute = ttnn.WormholeComputeKernelConfig(
+        math_fidelity=ttnn.MathFidelity.HiFi4,
+        math_approx_mode=True,
+        fp32_dest_acc_en=fp32_activations,
+        packer_l1_acc=False,
+    )
     layernorm_compute = ttnn.WormholeComputeKernelConfig(
         math_fidelity=ttnn.MathFidelity.HiFi2,
         math_approx_mode=True,
         fp32_dest_acc_en=layernorm_fp32_dest_acc,
         packer_l1_acc=True,
     )
+    matmul_dest = _compute_config_dest_tiles(matmul_compute)
+    softmax_dest = _compute_config_dest_tiles(softmax_compute)
     layernorm_dest = _compute_config_dest_tiles(layernorm_compute)
 
     # Grids. Encoder: rows | Mt, cols | every K/N tile count on it (hidden, 3*hidden, intermediate).
@@ -1390,6 +1424,8 @@ def make_plan(
         classifier_memory_config=classifier_memory_config,
         layernorm=layernorm,
         layernorm_compute=layernorm_compute,
+        matmul_compute=matmul_compute,
+        softmax_compute=softmax_compute,
         qkv=mcast(enc, Ht, 3 * Ht),
         query_by_key=reuse(hst, St),
         softmax=ttnn.SoftmaxShardedMultiCoreProgramConfig(
@@ -1405,8 +1441,6 @@ def make_plan(
         classifier=mcast(cls, Ht, Ct),
         activation_dtype=activation_dtype,
         weight_dtype=weight_dtype,
-        matmul_dest_tiles=matmul_dest,
-        softmax_dest_tiles=softmax_dest,
     )
     plan.validate()
     return plan
@@ -1417,7 +1451,7 @@ def make_plan(
 
 
 def attention_mask(plan: ShardingPlan, dtype=torch.bfloat16, masked_value: float = MASKED_VALUE) -> torch.Tensor:
-    """The additive key-padding mask for ``ttnn.transformer.attention_softmax_`` in ``plan.attention_mask_shape``.
+    """The additive key-padding mask for ``ttnn.scale_mask_softmax_in_place`` in ``plan.attention_mask_shape``.
 
     0 for key columns < ``dims.tokens`` (198), ``masked_value`` for the padded columns 198..223. Convert with
     ``ttnn.from_torch(mask, dtype=ttnn.bfloat16, layout=ttnn.TILE_LAYOUT, device=..., memory_config=plan.attention_mask_memory_config)``.
@@ -1506,7 +1540,7 @@ _PUBLISHED_NOTES = {
     ),
     ("softmax", "grid"): (
         "same numbers; published scales with mul_ and runs softmax_in_place without a mask, "
-        "we run attention_softmax_ (scale + key-padding mask + softmax) with this config"
+        "we run scale_mask_softmax_in_place (scale + key-padding mask + softmax) with this config"
     ),
     ("grids", "classifier_grid"): "published reshards to its batch grid; we derive cols | gcd(hidden tiles, class tiles)",
     ("layernorm_compute", "math_fidelity"): "policy choice copied from the published design (final LN: published passes none)",

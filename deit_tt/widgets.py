@@ -49,6 +49,7 @@ class ClassifierWidget(widgets.VBox):
     """Upload an image, see DeiT's predictions and the attention of its CLS and distillation tokens."""
 
     def __init__(self, pipeline, top_k: int = TOP_K, **kwargs):
+        pipeline.runtime.require_values("the upload widget")
         self.pipeline = pipeline
         self.top_k = top_k
         self.last_result: WidgetResult | None = None

@@ -21,7 +21,7 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(reason="needs a Tenstorrent card: no /dev/tenstorrent* device visible to ttnn")
     for item in items:
-        if "device" in item.keywords:
+        if item.get_closest_marker("device"):
             item.add_marker(skip)
 
 

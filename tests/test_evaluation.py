@@ -64,7 +64,7 @@ class ContentPredictor:
         self.checkpoint = SimpleNamespace(
             name=name, identity=f"{name}:v1", is_random=True, distilled=distilled, config=config, model=self._reference
         )
-        self.runtime = SimpleNamespace(executor="host", chip=SimpleNamespace(name="n150"))
+        self.runtime = SimpleNamespace(executor="host", chip=SimpleNamespace(name="n150"), require_values=lambda what: None)
         self.policy = SimpleNamespace(name="bf8")
 
     def _reference(self, pixel_values):

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             sources.append((image, image))
 
-    pipeline = pipeline_from_args(args)
+    pipeline = pipeline_from_args(args, "classify")
     try:
         banner_stream = sys.stderr if args.json else sys.stdout
         print(pipeline.banner(), file=banner_stream, flush=True)

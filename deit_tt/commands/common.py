@@ -18,15 +18,30 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_executor_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--executor", choices=EXECUTORS, default=None, help="where ttnn ops run (default: auto)")
+    parser.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default=None,
+        help="where ttnn ops run (default: $DEIT_TT_EXECUTOR, then auto: a card when present, else the host)",
+    )
 
 
 def add_policy_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype-policy", choices=sorted(POLICIES), default=DEFAULT_POLICY, help="ttnn dtypes per tensor family")
 
 
-def pipeline_from_args(args: argparse.Namespace):
-    """The pipeline for --model / --executor / --dtype-policy / --batch-size."""
+def refuse_mock_executor(args: argparse.Namespace, purpose: str) -> None:
+    """The mock executor computes no values: refuse it before anything is loaded (``purpose`` needed them)."""
+    from deit_tt.runtime import no_values_error, resolve_executor
+
+    if resolve_executor(args.executor) == "mock":
+        raise no_values_error(purpose)
+
+
+def pipeline_from_args(args: argparse.Namespace, purpose: str):
+    """The pipeline for --model / --executor / --dtype-policy / --batch-size, for a command whose results are values."""
     from deit_tt.pipeline import build_pipeline
+
+    refuse_mock_executor(args, purpose)
 
     return build_pipeline(model=args.model, executor=args.executor, dtype_policy=args.dtype_policy, batch_size=args.batch_size)

@@ -17,7 +17,13 @@ import re
 import sys
 from pathlib import Path
 
-from deit_tt.commands.common import add_executor_argument, add_model_argument, add_policy_argument, pipeline_from_args
+from deit_tt.commands.common import (
+    add_executor_argument,
+    add_model_argument,
+    add_policy_argument,
+    pipeline_from_args,
+    refuse_mock_executor,
+)
 from deit_tt.errors import UserFacingError
 
 HELP = "ImageNet-1k evaluation: top-1/top-5 per head, resumable results file, summary JSON"
@@ -60,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserFacingError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.workers is not None and args.workers < 0:
         raise UserFacingError(f"--workers must be 0 or more, got {args.workers}")
+    refuse_mock_executor(args, "evaluate")
     dataset = open_dataset(args.data, args.layout, args.ground_truth)  # before the model: fail fast on a bad folder
-    pipeline = pipeline_from_args(args)
+    pipeline = pipeline_from_args(args, "evaluate")
     try:
         print(pipeline.banner(), flush=True)
         print(dataset.describe(), flush=True)

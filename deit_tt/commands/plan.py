@@ -4,6 +4,10 @@ chip and batch size.
 Only the model's config is read (``random:<size>`` needs nothing; a hub id or directory needs its
 ``config.json``), and no device is opened: the plan is derived from the chip's compute grid and checked
 against every ttnn validator rule on the host.
+
+With ``--dry-run`` the model's forward runs once on tt-metal's mock device for the chip: ttnn itself
+validates and allocates every op, and the table shows, per op, where its output lives and the L1 its
+allocator holds per core, beside the plan's estimate. No values are computed.
 """
 
 from __future__ import annotations
@@ -30,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch", type=int, default=None, help="images per forward pass (default: the grid's row count, the largest supported)")
     add_policy_argument(parser)
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="run one forward on tt-metal's mock device for the chip and print what ttnn's allocator held per op",
+    )
     parser.add_argument(
         "--compare-published",
         action="store_true",
@@ -102,6 +111,32 @@ def format_plan(plan, model_name: str, chip_name: str) -> str:
     return "\n".join(lines)
 
 
+def format_dry_run(model_name: str, chip_name: str, batch: int, policy_name: str) -> str:
+    """One forward on the chip's mock device, as a per-op table of ttnn's own placement and allocation."""
+    import pandas as pd
+
+    from deit_tt.dry_run import dry_run, peak, records_table
+    from deit_tt.pipeline import build_pipeline
+
+    with build_pipeline(model_name, "mock", policy_name, batch, chip=chip_name) as pipeline:
+        records = dry_run(pipeline)
+        bank = pipeline.runtime.l1_bytes_per_core
+        table = records_table(records, pipeline.plan, bank)
+        banner = pipeline.banner()
+    top, estimated = peak(records), max(pipeline.plan.table()["L1 bytes/core"])
+    lines = [
+        banner,
+        f"{len(records)} ops validated, planned and allocated by ttnn; L1 bank {bank} B per core",
+        f"peak L1 held by buffers: {top.l1_allocated} B per core ({100 * top.l1_allocated / bank:.1f} %) "
+        f"after op #{top.index} {top.op}; the plan's largest per-op estimate: {estimated} B (includes circular buffers, "
+        "which the allocator does not hold: ttnn checks them against the buffers when each program is set up)",
+        "",
+    ]
+    with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 120, "display.max_rows", None):
+        lines.append(table.to_string(index=False))
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     from deit_tt.policy import get_policy
     from deit_tt.runtime import CHIPS, DEFAULT_HOST_CHIP
@@ -125,6 +160,9 @@ def run(args: argparse.Namespace) -> int:
             comparison = compare_with_published(plan)
         except ValueError as error:
             raise UserFacingError(f"--compare-published: {error}") from None
+    if args.dry_run:
+        print(format_dry_run(model_name, chip_name, batch, policy.name))
+        return 0
     print(format_plan(plan, model_name, chip_name))
     if comparison is not None:
         import pandas as pd

@@ -1,0 +1,266 @@
+"""The device path, checked by ttnn itself on tt-metal's mock device.
+
+ttnn runs its validators, program factories and real allocator for every op; no kernel computes, so
+nothing here looks at values. In-process tests use the n150 mock (conftest's ``prepare_host`` hands
+ttnn the n150 descriptor); other chips run in subprocesses, since ttnn reads the descriptor once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import ttnn
+
+from deit_tt import mock_device, runtime
+from deit_tt.checkpoint import random_checkpoint
+from deit_tt.dry_run import dry_run, records_table
+from deit_tt.pipeline import DeiTPipeline
+from deit_tt.policy import get_policy
+from deit_tt.sharding import ALL_RULES
+
+ROOT = Path(__file__).resolve().parents[1]
+MATRIX_CHIPS = ("n150", "p150-13x10", "p150-12x10", "p150")
+can_mock = not mock_device.missing_binutils() or mock_device.real_sfpi() is not None
+needs_mock = pytest.mark.skipif(
+    not can_mock, reason=f"the mock device needs Debian's {mock_device.BINUTILS_PACKAGE} (apt-get install {mock_device.BINUTILS_PACKAGE})"
+)
+COMPILER_LINE = "riscv-tt-elf-g++ (tenstorrent/sfpi:7.89.0[1050]) 15.1.0"  # the toolchain ttnn 0.81.1 was built with
+
+
+@pytest.fixture(scope="module")
+def matrix_runs():
+    """Start one matrix process per chip at once (they share the 2 cores); each test waits for its chip."""
+    processes = {
+        chip: subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "mock_matrix.py"), "--chip", chip],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        for chip in MATRIX_CHIPS
+    }
+    yield processes
+    for process in processes.values():
+        process.kill()
+
+
+@pytest.fixture(scope="module")
+def mock_n150():
+    selected = runtime.open_mock("n150")
+    yield selected
+    selected.close()
+
+
+def _stub_compiler() -> Path:
+    root = mock_device.prepare_runtime_root()
+    return root / "runtime" / "sfpi" / "compiler" / "bin" / mock_device.COMPILER
+
+
+# -- the stub toolchain and the mock runtime root -------------------------------------------------
+
+
+@needs_mock
+def test_stub_compiler_answers_the_version_probe_with_ttnn_s_own_toolchain():
+    answer = subprocess.run([_stub_compiler(), "--version"], capture_output=True, text=True, check=True)
+    assert answer.stdout.strip() == COMPILER_LINE
+
+
+@needs_mock
+def test_stub_compiler_writes_relocatable_objects_and_links_them(tmp_path):
+    compiler = _stub_compiler()
+    source, obj, depfile, elf = tmp_path / "kernel.cc", tmp_path / "kernel.o", tmp_path / "kernel.d", tmp_path / "kernel.elf"
+    source.write_text("int main() { return 0; }\n")
+    subprocess.run([compiler, "-O3", "-mcpu=tt-wh", "-c", "-o", obj, source, "-MF", depfile], check=True)
+    assert depfile.read_text().strip() == f"{obj}:"
+    subprocess.run([compiler, "-Wl,--emit-relocs", "-nostartfiles", obj, "-o", elf], check=True)
+    sections = subprocess.run(["riscv64-unknown-elf-readelf", "-S", elf], capture_output=True, text=True, check=True).stdout
+    assert "ELF32" in subprocess.run(["riscv64-unknown-elf-readelf", "-h", elf], capture_output=True, text=True).stdout
+    assert ".rela.text" in sections  # ttnn's loader refuses kernels without relocations ("there are no relocation sections")
+
+
+@needs_mock
+def test_stub_compiler_refuses_precompiled_headers(tmp_path):
+    header = tmp_path / "pch.h"
+    header.write_text("")
+    result = subprocess.run([_stub_compiler(), "-x", "c++-header", header, "-o", tmp_path / "pch.gch"])
+    assert result.returncode == 1
+
+
+@needs_mock
+def test_runtime_root_mirrors_the_installed_ttnn_package_with_only_sfpi_replaced():
+    root = mock_device.prepare_runtime_root()
+    package = Path(ttnn.__file__).parent
+    assert {entry.name for entry in root.iterdir()} == {entry.name for entry in package.iterdir()}
+    for entry in root.iterdir():
+        if entry.name != "runtime":
+            assert entry.is_symlink() and entry.resolve() == (package / entry.name).resolve()
+    assert (root / "runtime" / "hw").resolve() == (package / "runtime" / "hw").resolve()
+    assert os.access(_stub_compiler(), os.X_OK)
+    assert mock_device.prepare_runtime_root() == root  # built once
+
+
+def test_missing_binutils_is_one_line_naming_the_debian_package(monkeypatch):
+    monkeypatch.setattr(mock_device.shutil, "which", lambda tool: None)
+    monkeypatch.setattr(mock_device, "real_sfpi", lambda: None)
+    monkeypatch.delenv(mock_device.RUNTIME_ROOT_ENV, raising=False)
+    with pytest.raises(mock_device.MockDeviceError) as excinfo:
+        mock_device.mock_environment()
+    message = str(excinfo.value)
+    assert "apt-get install binutils-riscv64-unknown-elf" in message and "\n" not in message
+
+
+def test_a_second_chip_in_one_process_is_refused_with_the_reason():
+    assert runtime._mocked_chip is not None and runtime._mocked_chip.name == "n150"  # set by conftest
+    with pytest.raises(mock_device.MockDeviceError, match="new process"):
+        runtime.open_mock("p150")
+
+
+# -- the forward on the n150 mock ------------------------------------------------------------------
+
+
+@needs_mock
+def test_mock_forward_completes_every_op_and_hands_back_no_values(mock_n150):
+    assert mock_n150.banner().startswith(f"executor: {mock_device.NO_VALUES}")
+    pipeline = DeiTPipeline(random_checkpoint("tiny"), mock_n150, get_policy("bf8"), 1)
+    try:
+        output = pipeline(torch.zeros(1, 3, 224, 224))
+        records = dry_run(pipeline)
+    finally:
+        pipeline.model.release()
+    assert output.logits.shape == (1, 1000) and output.distillation_logits.shape == (1, 1000)
+    assert torch.isnan(output.logits).all() and torch.isnan(output.cls_logits).all()
+    assert len(records) == 194
+    # Before the fold fix ttnn refused op #1 here: "Physical shard shape (98, 1024) must be tile {32, 32} sized!"
+    assert [r.op for r in records[:3]] == ["ttnn.fold", "ttnn.to_memory_config", "ttnn.to_layout"]
+    assert records[1].output == "L1 interleaved bfloat16"
+    assert records[-1].op == "ttnn.linear" and records[-1].config == "classifier"
+
+
+@needs_mock
+def test_a_height_sharded_fold_output_cannot_be_tiled_which_is_why_it_moves_to_interleaved_l1(mock_n150):
+    pipeline = DeiTPipeline(random_checkpoint("tiny"), mock_n150, get_policy("bf8"), 1)
+    try:
+        from deit_tt.conversion import fold_pixels
+
+        pixels = ttnn.from_torch(
+            fold_pixels(torch.zeros(1, 3, 224, 224)),
+            dtype=ttnn.bfloat16,
+            layout=ttnn.ROW_MAJOR_LAYOUT,
+            device=mock_n150.device,
+            memory_config=pipeline.plan.fold_input_memory_config,
+        )
+        folded = ttnn.fold(pixels, 16, 1, collapse_output=True)
+        with pytest.raises(RuntimeError, match=r"Physical shard shape \(98, 1024\) must be tile \{32, 32\} sized"):
+            ttnn.to_layout(folded, ttnn.TILE_LAYOUT, dtype=ttnn.bfloat8_b)
+    finally:
+        pipeline.model.release()
+
+
+@needs_mock
+def test_the_n150_l1_budget_is_the_bank_the_allocator_reports(mock_n150):
+    chip = runtime.CHIPS["n150"]
+    assert mock_n150.grid == chip.grid
+    assert mock_n150.l1_bytes_per_core == chip.l1_bytes_per_core == 1_360_544
+
+
+@needs_mock
+def test_closing_a_pipeline_frees_its_device_tensors_before_the_device(mock_n150, monkeypatch):
+    def allocated():
+        return tuple(
+            ttnn.get_memory_view(mock_n150.device, kind).total_bytes_allocated_per_bank
+            for kind in (ttnn.BufferType.DRAM, ttnn.BufferType.L1)
+        )
+
+    before = allocated()
+    at_close = []
+    monkeypatch.setattr(runtime.ttnn, "close_device", lambda device: at_close.append(allocated()))
+    own = runtime.Runtime("mock", mock_n150.chip, mock_n150.device)
+    pipeline = DeiTPipeline(random_checkpoint("tiny"), own, get_policy("bf8"), 1)
+    assert allocated()[0] > before[0]  # the weights went to DRAM
+    pipeline.close()
+    assert at_close == [before]
+
+
+@needs_mock
+def test_the_measured_table_sets_the_plan_estimate_beside_each_configured_op(mock_n150):
+    pipeline = DeiTPipeline(random_checkpoint("tiny"), mock_n150, get_policy("bf16"), 2)
+    try:
+        records = dry_run(pipeline)
+    finally:
+        pipeline.model.release()
+    table = records_table(records, pipeline.plan, mock_n150.l1_bytes_per_core)
+    assert len(table) == len(records) == 194
+    qkv = table[table["plan config"] == "qkv"]
+    config, grid = pipeline.plan.qkv, pipeline.plan.encoder_grid  # tiny at batch 2: 7 rows x 6 cols, 64x96 shards
+    expected = f"L1 block {config.per_core_M * 32}x{config.per_core_N * 32}@{grid.x}x{grid.y} bfloat16"
+    assert len(qkv) == 12 and set(qkv["output"]) == {expected} == {"L1 block 64x96@6x7 bfloat16"}
+    estimate = pipeline.plan.table().set_index("op").loc["qkv", "L1 bytes/core"]
+    assert (qkv["plan estimate"] == estimate).all()
+    assert (qkv["difference"] == qkv["L1 allocated/core"] - estimate).all()
+    assert table["plan estimate"].isna().sum() == 9  # the embedding ops before the encoder grid
+    assert (table["L1 allocated/core"] > 0).all()
+
+
+@pytest.mark.parametrize("command", ["classify", "evaluate"])
+def test_the_mock_executor_is_refused_where_values_are_needed_before_anything_loads(capsys, tmp_path, command):
+    from deit_tt.cli import main
+
+    argv = {"classify": [str(next((ROOT / "data" / "images").glob("*.jpg")))], "evaluate": ["--data", str(tmp_path)]}[command]
+    assert main([command, *argv, "--executor", "mock", "--model", "random:tiny"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: {command} needs computed values, and the mock device computes none")
+    assert "\n" not in error
+
+
+@needs_mock
+def test_the_library_refuses_mock_outputs_too(mock_n150):
+    from deit_tt.classify import classify_sources
+    from deit_tt.errors import UserFacingError
+
+    pipeline = DeiTPipeline(random_checkpoint("tiny"), mock_n150, get_policy("bf8"), 1)
+    try:
+        with pytest.raises(UserFacingError, match="classify needs computed values"):
+            classify_sources(pipeline, [("photo", str(next((ROOT / "data" / "images").glob("*.jpg"))))])
+    finally:
+        pipeline.model.release()
+
+
+# -- the CLI and the CI matrix, in subprocesses ------------------------------------------------------
+
+
+@needs_mock
+def test_plan_dry_run_prints_ttnn_s_per_op_allocation_and_the_peak():
+    command = [sys.executable, "-m", "deit_tt", "plan", "--dry-run", "--model", "random:tiny", "--batch", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"executor: {mock_device.NO_VALUES}")
+    assert lines[1] == "194 ops validated, planned and allocated by ttnn; L1 bank 1360544 B per core"
+    assert lines[2].startswith("peak L1 held by buffers: ") and "B per core" in lines[2]
+    table = lines[4:]
+    assert len(table) == 1 + 194 and table[1].split()[:2] == ["0", "ttnn.fold"]
+
+
+@needs_mock
+@pytest.mark.parametrize("chip", MATRIX_CHIPS)
+def test_every_size_head_batch_and_policy_runs_on_the_mock_or_is_refused_by_a_named_rule(matrix_runs, chip):
+    stdout, stderr = matrix_runs[chip].communicate(timeout=900)
+    assert matrix_runs[chip].returncode == 0, stderr[-3000:]
+    *results, device = [json.loads(line) for line in stdout.splitlines()]
+    assert len(results) == 3 * 2 * 3 * 3  # sizes x heads x policies x batches
+    problems = [r for r in results if r["outcome"] not in ("completed", "refused")]
+    assert not problems, problems
+    for result in results:
+        if result["outcome"] == "completed":
+            assert result["ops"] == (193 if "plain" in result["model"] else 194)
+        else:
+            assert result["rule"] in ALL_RULES
+    assert device["grid"] == list(runtime.CHIPS[chip].grid)
+    assert device["l1_bank_bytes"] == runtime.CHIPS[chip].l1_bytes_per_core
