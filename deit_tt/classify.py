@@ -113,10 +113,10 @@ def classify_sources(
     """Classify ``(name, path-or-bytes)`` items; an item that is not a usable image gets an error result.
 
     A source may also be an ``Exception`` (e.g. undecodable base64): it becomes an error result.
-    Images are decoded and run ``chunk_size`` at a time (default: the pipeline's batch size).
+    Images are decoded and run ``chunk_size`` at a time (default: one forward of the pipeline, all chips).
     """
     pipeline.runtime.require_values("classify")
-    chunk_size = chunk_size or getattr(pipeline, "batch_size", None) or DEFAULT_CHUNK
+    chunk_size = chunk_size or getattr(pipeline, "images_per_forward", None) or DEFAULT_CHUNK
     results: list[ClassificationResult | None] = [None] * len(sources)
     pending: list[tuple[int, str, Image.Image]] = []
     bar = None

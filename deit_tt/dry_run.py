@@ -111,7 +111,7 @@ def dry_run(pipeline) -> list[OpRecord]:
     executor, model.executor = model.executor, recorder
     try:
         dims = pipeline.plan.dims
-        model(torch.zeros(pipeline.plan.batch, 3, dims.image_size, dims.image_size))
+        model(torch.zeros(model.images_per_forward, 3, dims.image_size, dims.image_size))
     finally:
         model.executor = executor
     return recorder.records
@@ -150,3 +150,52 @@ def _op_name(op) -> str:
 
 def _name(enum_value) -> str:
     return str(enum_value).split(".")[-1]
+
+
+@dataclass
+class L1Report:
+    """Per-op L1 of one forward: measured by ttnn's allocator where a device (or the mock) can run, else estimated."""
+
+    measured: bool
+    source: str  # one line saying where the figures come from
+    table: pd.DataFrame  # records_table(...) when measured, plan.table() when estimated
+    peak_bytes: int
+    bank_bytes: int
+
+
+def l1_report(checkpoint, policy, batch: int, runtime) -> L1Report:
+    """The forward's per-core L1 on ``runtime``'s device, on the mock device of its chip, or the plan's estimate.
+
+    On the host the mock device is opened in this process, which works when ttnn was set up for the same chip
+    and the stub toolchain can be built; otherwise the reason is given and the plan's estimate is returned.
+    """
+    from deit_tt.mock_device import MockDeviceError
+    from deit_tt.pipeline import DeiTPipeline, plan_for
+    from deit_tt.runtime import open_mock
+
+    device_runtime, opened = runtime, False
+    if runtime.device is None:
+        try:
+            device_runtime, opened = open_mock(runtime.chip.name), True
+        except MockDeviceError as reason:
+            table = plan_for(checkpoint.config, policy, batch, runtime).table()
+            return L1Report(
+                False, f"estimated by the sharding plan (the mock device cannot run here: {reason})", table,
+                int(table["L1 bytes/core"].max()), runtime.l1_bytes_per_core,
+            )
+    try:
+        pipeline = DeiTPipeline(checkpoint, device_runtime, policy, batch)
+        try:
+            records = dry_run(pipeline)
+        finally:
+            pipeline.model.release()
+        bank = device_runtime.l1_bytes_per_core
+        where = "the mock device" if device_runtime.executor == "mock" else "the card"
+        return L1Report(
+            True, f"measured by ttnn's allocator on {where} ({device_runtime.chip.name}), one forward",
+            records_table(records, pipeline.plan, bank), peak(records).l1_allocated, bank,
+        )
+    finally:
+        if opened:
+            device_runtime.close()
+

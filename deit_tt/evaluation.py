@@ -482,6 +482,7 @@ def run_header(pipeline, dataset: ImageNetDataset, preprocessor: Preprocessor, c
         "chip": getattr(getattr(runtime, "chip", None), "name", None),
         "dtype_policy": getattr(policy, "name", None) or getattr(pipeline, "dtype_policy", None),
         "batch_size": int(pipeline.batch_size),
+        "chips": int(getattr(runtime, "num_devices", 1)),
         "preprocess": preprocessor.mode,
         "preprocess_description": preprocessor.description,
         "dataset": metadata,
@@ -507,7 +508,7 @@ def evaluate(
 ) -> EvaluationResult:
     """Evaluate ``pipeline`` on the first ``limit`` images of ``dataset`` (evaluation order), resuming ``results_path``.
 
-    ``pipeline(pixel_values) -> DeiTOutput`` with ``.batch_size``; ``.checkpoint.model`` (fp32 Hugging
+    ``pipeline(pixel_values) -> DeiTOutput`` with ``.batch_size`` and ``.images_per_forward`` (all chips); ``.checkpoint.model`` (fp32 Hugging
     Face model) is the reference for ``compare_reference``. Returns the summary of the selection.
     A KeyboardInterrupt leaves every finished batch committed; run again to continue.
     """
@@ -536,7 +537,7 @@ def evaluate(
                 + (f", {writer.existing.discarded_lines} uncommitted line(s) discarded" if writer.existing.discarded_lines else "")
             )
         pending = [sample for sample in selection if sample.image_id not in done]
-        batch_size = int(pipeline.batch_size)
+        batch_size = int(pipeline.images_per_forward)
         batches = [pending[i : i + batch_size] for i in range(0, len(pending), batch_size)]
         correct = sum(_correct(done[s.image_id], "average", 1) for s in selection if s.image_id in done)
         scored = sum("error" not in done[s.image_id] for s in selection if s.image_id in done)

@@ -28,26 +28,37 @@ _PLACEMENT_OPS = {
 
 
 class DeviceExecutor:
-    """Runs ops on an open ttnn device: a card, or tt-metal's mock device."""
+    """Runs ops on an open ttnn mesh: one chip, or several running the same plan data parallel.
+
+    On a mesh of N chips, a tensor made from a whole batch is split along dim 0 (chip i gets images
+    i*B..(i+1)*B-1), every other tensor is replicated, and outputs are gathered back along dim 0.
+    """
 
     name = "device"
     tensor_type = ttnn.Tensor
 
     def __init__(self, device):
         self.device = device
+        self.data_parallel = device.get_num_devices()
 
     def run(self, op, *args, **kwargs):
         return op(*args, **kwargs)
 
-    def from_torch(self, tensor: torch.Tensor, *, dtype, layout, memory_config=None):
-        return ttnn.from_torch(tensor, dtype=dtype, layout=layout, device=self.device, memory_config=memory_config)
+    def from_torch(self, tensor: torch.Tensor, *, dtype, layout, memory_config=None, batch_sharded: bool = False):
+        mapper = None
+        if self.data_parallel > 1:
+            mapper = ttnn.ShardTensorToMesh(self.device, dim=0) if batch_sharded else ttnn.ReplicateTensorToMesh(self.device)
+        return ttnn.from_torch(
+            tensor, dtype=dtype, layout=layout, device=self.device, memory_config=memory_config, mesh_mapper=mapper
+        )
 
     def parameter(self, tensor: ttnn.Tensor):
-        """Move a converted host parameter to DRAM, where the sharded matmuls stream weights from."""
+        """Move a converted host parameter to DRAM, where the sharded matmuls stream weights from (every chip of a mesh)."""
         return ttnn.to_device(tensor, self.device, memory_config=ttnn.DRAM_MEMORY_CONFIG)
 
     def to_torch(self, tensor) -> torch.Tensor:
-        return ttnn.to_torch(tensor).float()
+        composer = ttnn.ConcatMeshToTensor(self.device, dim=0) if self.data_parallel > 1 else None
+        return ttnn.to_torch(tensor, mesh_composer=composer).float()
 
     def deallocate(self, tensor) -> None:
         ttnn.deallocate(tensor)
@@ -62,6 +73,7 @@ class HostExecutor:
 
     name = "host"
     tensor_type = torch.Tensor
+    data_parallel = 1
 
     def run(self, op, *args, **kwargs):
         dtype = kwargs.pop("dtype", None) or _stored_dtype(args)
@@ -77,7 +89,7 @@ class HostExecutor:
             return tuple(_store(t, dtype) for t in output)
         return _store(output, dtype)
 
-    def from_torch(self, tensor: torch.Tensor, *, dtype, layout, memory_config=None):
+    def from_torch(self, tensor: torch.Tensor, *, dtype, layout, memory_config=None, batch_sharded: bool = False):
         return _store(tensor, dtype)
 
     def parameter(self, tensor: ttnn.Tensor) -> torch.Tensor:

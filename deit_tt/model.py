@@ -40,7 +40,10 @@ class DeiTOutput:
 
 
 class TtDeiT:
-    """DeiT for one fixed batch size, bound to one executor and one sharding plan."""
+    """DeiT for one fixed batch size, bound to one executor and one sharding plan.
+
+    The plan is per chip; on a mesh of N chips (``executor.data_parallel``) a forward takes N x plan.batch images.
+    """
 
     def __init__(
         self,
@@ -58,6 +61,7 @@ class TtDeiT:
         self.num_labels = parameters.num_labels
         self.mask_padded_tokens = mask_padded_tokens
         self.params = _place(parameters, executor)
+        self.images_per_forward = plan.batch * executor.data_parallel
         batch, hidden = plan.batch, self.dims.hidden
         tokens = torch.cat(
             [ttnn.to_torch(parameters.cls_token).float(), ttnn.to_torch(parameters.distillation_token).float()], dim=1
@@ -86,11 +90,9 @@ class TtDeiT:
         )
 
     def __call__(self, pixel_values: torch.Tensor, capture: bool = False) -> DeiTOutput:
-        if pixel_values.shape != (self.plan.batch, 3, self.dims.image_size, self.dims.image_size):
-            raise ValueError(
-                f"expected pixel_values of shape {(self.plan.batch, 3, self.dims.image_size, self.dims.image_size)}, "
-                f"got {tuple(pixel_values.shape)}"
-            )
+        expected = (self.images_per_forward, 3, self.dims.image_size, self.dims.image_size)
+        if pixel_values.shape != expected:
+            raise ValueError(f"expected pixel_values of shape {expected}, got {tuple(pixel_values.shape)}")
         captures: dict[str, torch.Tensor] = {}
         record = self._recorder(captures) if capture else None
         hidden = self.embeddings(pixel_values, record)
@@ -108,6 +110,7 @@ class TtDeiT:
             dtype=ttnn.bfloat16,
             layout=ttnn.ROW_MAJOR_LAYOUT,
             memory_config=plan.fold_input_memory_config,
+            batch_sharded=True,
         )
         folded = run(ttnn.fold, pixels, dims.patch_size, 1, collapse_output=True)
         self.executor.deallocate(pixels)
@@ -304,7 +307,7 @@ class TtDeiT:
             if name.endswith("attention_probs"):  # [B, heads, 224, 224]
                 value = value[:, :, :tokens, :tokens]
             else:
-                value = value.reshape(self.plan.batch, self.dims.padded_tokens, -1)[:, :tokens]
+                value = value.reshape(self.images_per_forward, self.dims.padded_tokens, -1)[:, :tokens]
                 if name.endswith(".qkv"):  # compare in Hugging Face's [Q | K | V] order
                     value = deinterleave_qkv(value, self.dims.heads)
             captures[name] = value

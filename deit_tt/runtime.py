@@ -37,6 +37,7 @@ class Chip:
     grid: tuple[int, int]  # compute grid (x = columns, y = rows) as compute_with_storage_grid_size reports it
     l1_bytes_per_core: int  # L1 bank size the allocator reports with L1_SMALL_SIZE reserved (measured on the mock)
     descriptor: str  # mock cluster descriptor shipped in deit_tt/assets/cluster_descriptors
+    chips: int = 1  # chips of the system (the mock opens them all as one mesh)
 
 
 # Grids from tt-metal's core descriptors (shared/reference/ttnn-vit-sharding.md §6); a Blackhole P150's grid
@@ -44,7 +45,8 @@ class Chip:
 # allocator's bank sizes, which tests/test_mock_device.py checks against the mock device of every chip.
 CHIPS: dict[str, Chip] = {
     "n150": Chip("n150", "wormhole_b0", (8, 8), 1_360_544, "n150.yaml"),
-    "n300": Chip("n300", "wormhole_b0", (8, 8), 1_360_544, "n150.yaml"),
+    "n300": Chip("n300", "wormhole_b0", (8, 8), 1_360_544, "n300.yaml", chips=2),
+    "t3k": Chip("t3k", "wormhole_b0", (8, 8), 1_360_544, "t3k.yaml", chips=8),
     "p150": Chip("p150", "blackhole", (11, 10), 1_428_352, "p150-11x10.yaml"),
     "p150-12x10": Chip("p150-12x10", "blackhole", (12, 10), 1_428_352, "p150-12x10.yaml"),
     "p150-13x10": Chip("p150-13x10", "blackhole", (13, 10), 1_428_352, "p150-13x10.yaml"),
@@ -58,7 +60,7 @@ _mocked_chip: Chip | None = None
 
 @dataclass
 class Runtime:
-    """The chosen executor. ``device`` is an open ttnn device (a card or the mock), None on the host."""
+    """The chosen executor. ``device`` is an open ttnn mesh of one or more chips (cards or the mock), None on the host."""
 
     executor: str  # "host", "device" or "mock"
     chip: Chip
@@ -70,6 +72,11 @@ class Runtime:
             grid = self.device.compute_with_storage_grid_size()
             return (grid.x, grid.y)
         return self.chip.grid
+
+    @property
+    def num_devices(self) -> int:
+        """Chips the forward runs on, data parallel (1 on the host)."""
+        return 1 if self.device is None else self.device.get_num_devices()
 
     @property
     def l1_bytes_per_core(self) -> int:
@@ -89,7 +96,8 @@ class Runtime:
             "mock": f"{mock_device.NO_VALUES} ({mock_device.kernel_source()})",
         }[self.executor]
         x, y = self.grid
-        return f"executor: {where} | chip: {self.chip.name} ({self.chip.arch}, {x}x{y} cores) | ttnn {ttnn_version()}"
+        chips = f"{self.num_devices} chips, " if self.num_devices > 1 else ""
+        return f"executor: {where} | chip: {self.chip.name} ({chips}{self.chip.arch}, {x}x{y} cores) | ttnn {ttnn_version()}"
 
     def require_values(self, what: str) -> None:
         """Refuse to pass the mock device's garbage off as results."""
@@ -98,7 +106,7 @@ class Runtime:
 
     def close(self) -> None:
         if self.device is not None:
-            ttnn.close_device(self.device)
+            ttnn.close_mesh_device(self.device)
             self.device = None
 
 
@@ -162,14 +170,21 @@ def no_values_error(what: str) -> UserFacingError:
     )
 
 
-def select_runtime(executor: str | None = None, chip: str | None = None) -> Runtime:
-    """Pick the executor: ``auto`` (default, or $DEIT_TT_EXECUTOR) uses a card when one is present."""
+def select_runtime(executor: str | None = None, chip: str | None = None, devices: int | None = None) -> Runtime:
+    """Pick the executor: ``auto`` (default, or $DEIT_TT_EXECUTOR) uses a card when one is present.
+
+    ``devices``: how many chips to run on, data parallel (default: every chip of the machine, or of the mocked system).
+    """
     executor = resolve_executor(executor)
     chip = chip or os.environ.get(CHIP_ENV)
+    if devices is not None and devices < 1:
+        raise UserFacingError(f"--devices must be at least 1, got {devices}")
     if executor == "host":
+        if devices not in (None, 1):
+            raise UserFacingError(f"the host executor runs on one (emulated) chip; --devices {devices} needs a card or --executor mock")
         return Runtime("host", prepare_host(chip or DEFAULT_HOST_CHIP))
     if executor == "mock":
-        return open_mock(chip or DEFAULT_HOST_CHIP)
+        return open_mock(chip or DEFAULT_HOST_CHIP, devices)
     has_card = probe_card()
     if executor == "device" and not has_card:
         raise UserFacingError(
@@ -178,16 +193,17 @@ def select_runtime(executor: str | None = None, chip: str | None = None) -> Runt
         )
     if has_card:
         _refuse_inherited_mock()
-        device = open_device()
+        device = open_device(_device_count(devices, ttnn.GetNumAvailableDevices(), "this machine has"))
         return Runtime("device", _device_chip(device, chip), device)
     return Runtime("host", prepare_host(chip or DEFAULT_HOST_CHIP))
 
 
-def open_mock(chip: str = DEFAULT_HOST_CHIP) -> Runtime:
-    """Open tt-metal's mock device for ``chip``: every op of the device path runs ttnn's host side, no kernel runs."""
+def open_mock(chip: str = DEFAULT_HOST_CHIP, devices: int | None = None, mesh_shape: tuple[int, int] | None = None) -> Runtime:
+    """Open tt-metal's mock device for ``chip`` (all its chips, or ``devices`` of them, as one 1 x N mesh unless
+    ``mesh_shape`` says otherwise): every op of the device path runs ttnn's host side, no kernel runs."""
     selected = _chip(chip)
     if MOCK_CLUSTER_ENV in os.environ and _mocked_chip is None:  # the user's own descriptor
-        device = _open_mock_device()
+        device = _open_mock_device(devices or 1)
         return Runtime("mock", _device_chip(device, chip), device)
     if _mocked_chip is not None and _mocked_chip.descriptor != selected.descriptor:
         raise mock_device.MockDeviceError(
@@ -195,19 +211,32 @@ def open_mock(chip: str = DEFAULT_HOST_CHIP) -> Runtime:
             f"descriptor once per process: open the {selected.name} mock in a new process"
         )
     _hand_mock_to_ttnn(selected, require_device=True)
-    return Runtime("mock", selected, _open_mock_device())
+    count = _device_count(devices, selected.chips, f"the {selected.name} mock has")
+    return Runtime("mock", selected, _open_mock_device(count, mesh_shape))
 
 
-def open_device(device_id: int = 0):
-    """Open a device with the L1 small region the sharded ops need, program cache on."""
-    device = ttnn.open_device(device_id=device_id, l1_small_size=L1_SMALL_SIZE)
+def open_device(count: int = 1, mesh_shape: tuple[int, int] | None = None):
+    """Open ``count`` chips as one mesh (1 x count unless ``mesh_shape`` says otherwise) with the L1 small region
+    the sharded ops need, program cache on. One chip is a 1x1 mesh, as ``ttnn.open_device`` returns in 0.81."""
+    shape = mesh_shape or (1, count)
+    if shape[0] * shape[1] != count:
+        raise UserFacingError(f"mesh shape {shape[0]}x{shape[1]} does not hold {count} chips")
+    device = ttnn.open_mesh_device(ttnn.MeshShape(*shape), l1_small_size=L1_SMALL_SIZE)
     device.enable_program_cache()
     return device
 
 
-def _open_mock_device():
+def _device_count(requested: int | None, available: int, where: str) -> int:
+    if requested is None:
+        return available
+    if requested > available:
+        raise UserFacingError(f"--devices {requested} asks for more chips than {where} ({available})")
+    return requested
+
+
+def _open_mock_device(count: int, mesh_shape: tuple[int, int] | None = None):
     try:
-        return open_device()
+        return open_device(count, mesh_shape)
     except RuntimeError as error:
         if "sfpi not found" in str(error) or "Compiler version probe failed" in str(error):
             raise mock_device.MockDeviceError(

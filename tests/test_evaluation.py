@@ -54,7 +54,7 @@ class ContentPredictor:
     def __init__(self, batch_size=4, fail_after=None, delay=0.0, name="fake-predictor", distilled=True):
         generator = torch.Generator().manual_seed(0)
         self.weight = torch.randn(3 * 4 * 4, 1000, generator=generator)
-        self.batch_size = batch_size
+        self.batch_size = self.images_per_forward = batch_size
         self.fail_after = fail_after
         self.delay = delay
         self.calls = 0
@@ -440,7 +440,7 @@ def test_evaluate_command(tmp_path, dataset, monkeypatch, capsys):
     arguments = ["evaluate", "--data", str(dataset.root), "--limit", "6", "--batch-size", "4", "--out", str(out), "--workers", "0",
                  "--no-progress", "--model", "random:tiny", "--executor", "host", "--dtype-policy", "bf16"]
     assert main(arguments) == 0
-    assert built[0] == {"model": "random:tiny", "executor": "host", "dtype_policy": "bf16", "batch_size": 4}
+    assert built[0] == {"model": "random:tiny", "executor": "host", "dtype_policy": "bf16", "batch_size": 4, "devices": None}
     printed = capsys.readouterr().out
     assert _CliPredictor.BANNER in printed and "top-1 %" in printed and "summary written to" in printed
     assert "layout folder" in printed and "official" in printed

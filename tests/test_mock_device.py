@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from deit_tt.sharding import ALL_RULES
 
 ROOT = Path(__file__).resolve().parents[1]
 MATRIX_CHIPS = ("n150", "p150-13x10", "p150-12x10", "p150")
+MESHES = {"n300": ("n300",), "t3k 1x8": ("t3k",), "t3k 2x4": ("t3k", "--mesh-shape", "2x4")}
 can_mock = not mock_device.missing_binutils() or mock_device.real_sfpi() is not None
 needs_mock = pytest.mark.skipif(
     not can_mock, reason=f"the mock device needs Debian's {mock_device.BINUTILS_PACKAGE} (apt-get install {mock_device.BINUTILS_PACKAGE})"
@@ -34,21 +36,17 @@ COMPILER_LINE = "riscv-tt-elf-g++ (tenstorrent/sfpi:7.89.0[1050]) 15.1.0"  # the
 
 
 @pytest.fixture(scope="module")
-def matrix_runs():
-    """Start one matrix process per chip at once (they share the 2 cores); each test waits for its chip."""
-    processes = {
-        chip: subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "mock_matrix.py"), "--chip", chip],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        for chip in MATRIX_CHIPS
-    }
-    yield processes
-    for process in processes.values():
-        process.kill()
+def mock_processes():
+    """The per-chip matrix and the mesh forwards, each a process of its own (ttnn reads one descriptor per process),
+    two at a time on the 2 cores; each test waits for the one it needs."""
+
+    def run(*arguments):
+        return subprocess.run([sys.executable, *arguments], capture_output=True, text=True, cwd=ROOT, timeout=900)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        jobs = {chip: pool.submit(run, "tests/mock_matrix.py", "--chip", chip) for chip in MATRIX_CHIPS}
+        jobs.update({mesh: pool.submit(run, "tests/mock_mesh.py", "--chip", *arguments) for mesh, arguments in MESHES.items()})
+        yield jobs
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +178,7 @@ def test_closing_a_pipeline_frees_its_device_tensors_before_the_device(mock_n150
 
     before = allocated()
     at_close = []
-    monkeypatch.setattr(runtime.ttnn, "close_device", lambda device: at_close.append(allocated()))
+    monkeypatch.setattr(runtime.ttnn, "close_mesh_device", lambda device: at_close.append(allocated()))
     own = runtime.Runtime("mock", mock_n150.chip, mock_n150.device)
     pipeline = DeiTPipeline(random_checkpoint("tiny"), own, get_policy("bf8"), 1)
     assert allocated()[0] > before[0]  # the weights went to DRAM
@@ -250,10 +248,10 @@ def test_plan_dry_run_prints_ttnn_s_per_op_allocation_and_the_peak():
 
 @needs_mock
 @pytest.mark.parametrize("chip", MATRIX_CHIPS)
-def test_every_size_head_batch_and_policy_runs_on_the_mock_or_is_refused_by_a_named_rule(matrix_runs, chip):
-    stdout, stderr = matrix_runs[chip].communicate(timeout=900)
-    assert matrix_runs[chip].returncode == 0, stderr[-3000:]
-    *results, device = [json.loads(line) for line in stdout.splitlines()]
+def test_every_size_head_batch_and_policy_runs_on_the_mock_or_is_refused_by_a_named_rule(mock_processes, chip):
+    finished = mock_processes[chip].result()
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    *results, device = [json.loads(line) for line in finished.stdout.splitlines()]
     assert len(results) == 3 * 2 * 3 * 3  # sizes x heads x policies x batches
     problems = [r for r in results if r["outcome"] not in ("completed", "refused")]
     assert not problems, problems
@@ -264,3 +262,17 @@ def test_every_size_head_batch_and_policy_runs_on_the_mock_or_is_refused_by_a_na
             assert result["rule"] in ALL_RULES
     assert device["grid"] == list(runtime.CHIPS[chip].grid)
     assert device["l1_bank_bytes"] == runtime.CHIPS[chip].l1_bytes_per_core
+
+
+@needs_mock
+@pytest.mark.parametrize("mesh, chips, shape", [("n300", 2, [1, 2]), ("t3k 1x8", 8, [1, 8]), ("t3k 2x4", 8, [2, 4])])
+def test_a_mesh_forward_splits_the_batch_over_every_chip_and_gathers_the_logits(mock_processes, mesh, chips, shape):
+    finished = mock_processes[mesh].result()
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    result = json.loads(finished.stdout.splitlines()[-1])
+    assert result["chips"] == chips and result["mesh"] == shape
+    assert result["images"] == 8 * chips + 3  # one full forward and one padded with blank images
+    assert result["logits"] == result["distillation_logits"] == [8 * chips + 3, 1000]
+    assert not result["any_value"] and result["ops"] == 194
+    assert result["input"] == "L1 height 1568x64@8x2 bfloat16"  # each chip folds its own 8 images
+    assert f"batch 8 per chip x {chips} chips" in result["banner"] and f"({chips} chips, wormhole_b0" in result["banner"]

@@ -26,7 +26,7 @@ def card(monkeypatch):
     opened = []
     monkeypatch.setattr(runtime, "device_nodes", lambda: ["/dev/tenstorrent/0"])
     monkeypatch.setattr(runtime.ttnn, "GetNumAvailableDevices", lambda: 1)
-    monkeypatch.setattr(runtime, "open_device", lambda: opened.append("card") or FakeDevice())
+    monkeypatch.setattr(runtime, "open_device", lambda count, mesh_shape=None: opened.append(count) or FakeDevice())
     return opened
 
 
@@ -36,6 +36,9 @@ class FakeDevice:
 
     def arch(self):
         return "Arch.WORMHOLE_B0"
+
+    def get_num_devices(self):
+        return 1
 
 
 @pytest.mark.parametrize(
@@ -102,7 +105,7 @@ def test_bad_choices_are_one_line_user_errors(no_card, executor, chip, message):
 
 def test_a_card_is_opened_when_present(no_card, card):
     selected = runtime.select_runtime("auto")
-    assert selected.executor == "device" and card == ["card"] and selected.chip.name == "n150"
+    assert selected.executor == "device" and card == [1] and selected.chip.name == "n150"
 
 
 @pytest.mark.parametrize("executor", ["auto", "device"])

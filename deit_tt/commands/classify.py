@@ -19,7 +19,7 @@ import argparse
 import json
 import sys
 
-from deit_tt.commands.common import add_executor_argument, add_model_argument, add_policy_argument, pipeline_from_args
+from deit_tt.commands.common import add_devices_argument, add_executor_argument, add_model_argument, add_policy_argument, pipeline_from_args
 from deit_tt.errors import UserFacingError
 
 HELP = "classify images: top-k of the CLS head, the distillation head and their average"
@@ -33,9 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_model_argument(parser)
     add_executor_argument(parser)
+    add_devices_argument(parser)
     add_policy_argument(parser)
     parser.add_argument("--top-k", type=int, default=5, metavar="K", help="classes to show per head (default: 5)")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: the pipeline's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass per chip (default: $DEIT_TT_BATCH, then 8)")
     parser.add_argument("--json", action="store_true", help="print only a JSON list to stdout (banner to stderr)")
     parser.epilog = (
         'With --json each image gets a list of {"label", "score"} (softmax of the averaged heads, best first) '

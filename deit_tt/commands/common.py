@@ -26,6 +26,17 @@ def add_executor_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_devices_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="chips to run on, data parallel: weights on every chip, each batch split across them "
+        "(default: every chip of the machine; the host executor is one)",
+    )
+
+
 def add_policy_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype-policy", choices=sorted(POLICIES), default=DEFAULT_POLICY, help="ttnn dtypes per tensor family")
 
@@ -44,4 +55,6 @@ def pipeline_from_args(args: argparse.Namespace, purpose: str):
 
     refuse_mock_executor(args, purpose)
 
-    return build_pipeline(model=args.model, executor=args.executor, dtype_policy=args.dtype_policy, batch_size=args.batch_size)
+    return build_pipeline(
+        model=args.model, executor=args.executor, dtype_policy=args.dtype_policy, batch_size=args.batch_size, devices=args.devices
+    )

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from deit_tt.commands.common import (
+    add_devices_argument,
     add_executor_argument,
     add_model_argument,
     add_policy_argument,
@@ -38,12 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", choices=LAYOUTS, default="auto", help="dataset layout (default: auto-detect)")
     parser.add_argument("--ground-truth", metavar="FILE", default=None, help="LOC_val_solution.csv for a flat folder (default: looked up in DIR and its parent)")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N images (evaluation order = sorted image ids)")
-    parser.add_argument("--batch-size", type=int, default=None, metavar="B", help="images per forward pass (default: $DEIT_TT_BATCH, then 8)")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="B", help="images per forward pass per chip (default: $DEIT_TT_BATCH, then 8)")
     parser.add_argument("--preprocess", choices=PREPROCESSING_MODES, default="official", help="official DeiT eval recipe (default) or the checkpoint's own HF image processor")
     parser.add_argument("--out", metavar="FILE", default=None, help="results file (JSON lines) to write or resume (default: evaluation/<model>-<executor>-<policy>-<preprocess>.jsonl)")
     parser.add_argument("--restart", action="store_true", help="discard an existing results file instead of resuming it")
     add_model_argument(parser)
     add_executor_argument(parser)
+    add_devices_argument(parser)
     add_policy_argument(parser)
     parser.add_argument("--compare-reference", action="store_true", help="also run the PyTorch fp32 Hugging Face model on every batch: top-1 agreement, logits PCC")
     parser.add_argument("--workers", type=int, default=None, metavar="W", help="image-decoding worker processes (default: cores - 1, at most 4; 0 = decode in the main process)")

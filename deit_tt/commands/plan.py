@@ -138,9 +138,10 @@ def format_dry_run(model_name: str, chip_name: str, batch: int, policy_name: str
 
 
 def run(args: argparse.Namespace) -> int:
+    from deit_tt.pipeline import plan_for
     from deit_tt.policy import get_policy
-    from deit_tt.runtime import CHIPS, DEFAULT_HOST_CHIP
-    from deit_tt.sharding import ModelDims, ShardingRuleError, compare_with_published, make_plan
+    from deit_tt.runtime import CHIPS, DEFAULT_HOST_CHIP, Runtime
+    from deit_tt.sharding import ShardingRuleError, compare_with_published
 
     chip_name = args.chip or os.environ.get("DEIT_TT_CHIP") or DEFAULT_HOST_CHIP
     if chip_name not in CHIPS:
@@ -149,9 +150,8 @@ def run(args: argparse.Namespace) -> int:
     batch = chip.grid[1] if args.batch is None else args.batch
     policy = get_policy(args.dtype_policy)
     model_name, config = load_model_config(args.model)
-    dims = ModelDims.from_config(config)
     try:
-        plan = make_plan(dims, batch, chip.grid, chip.l1_bytes_per_core, policy.activations, weight_dtype=policy.matmul_weights)
+        plan = plan_for(config, policy, batch, Runtime("host", chip))
     except ShardingRuleError as error:
         raise UserFacingError(f"no valid sharding plan for batch {batch} on {chip_name}: {error}") from None
     comparison = None
