@@ -329,8 +329,8 @@ def test_softmax_mask_rule(shape, layout, sharded, fragment):
 
 
 def test_residual_rule():
-    a = sh._Sharded("a", B, (8, 8), (224, 96), ttnn.bfloat8_b)
-    b = sh._Sharded("b", B, (6, 8), (224, 128), ttnn.bfloat8_b)
+    a = sh.Sharded("a", B, (8, 8), (224, 96), ttnn.bfloat8_b)
+    b = sh.Sharded("b", B, (6, 8), (224, 128), ttnn.bfloat8_b)
     sh.check_residual_add("residual_add_mlp", a, a)
     with pytest.raises(ShardingRuleError, match=r"^\[residual add\] op 'residual_add_mlp'.*8x8.*6x8"):
         sh.check_residual_add("residual_add_mlp", a, b)
