@@ -10,12 +10,11 @@ and shows that ttnn refuses the same configuration.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Iterable
 
 import ttnn
 
-from deit_tt.sharding.dims import BLOCK, COL_MAJOR, HEIGHT, ROW_MAJOR, TILE, WIDTH, ModelDims, dtype_name, tile_bytes
+from deit_tt.sharding.dims import BLOCK, COL_MAJOR, HEIGHT, ROW_MAJOR, TILE, WIDTH, ModelDims, dtype_name
 
 # ---------------------------------------------------------------------------------------------------
 # Rule names (the bracketed prefix of every ShardingRuleError message)
@@ -34,7 +33,6 @@ RULE_CONCAT_HEADS = "concatenate heads"
 RULE_LAYERNORM = "layernorm sharded"
 RULE_SOFTMAX = "softmax sharded"
 RULE_MASK = "softmax mask"
-RULE_RESIDUAL = "residual add"
 RULE_L1 = "L1 budget"
 
 ALL_RULES = (
@@ -52,7 +50,6 @@ ALL_RULES = (
     RULE_LAYERNORM,
     RULE_SOFTMAX,
     RULE_MASK,
-    RULE_RESIDUAL,
     RULE_L1,
 )
 
@@ -72,8 +69,7 @@ RULE_SOURCES = {
     RULE_LAYERNORM: "§2.6 layernorm_device_operation.cpp",
     RULE_SOFTMAX: "§2.7 softmax_device_operation.cpp, softmax_program_factory_attention_optimized_sharded.cpp",
     RULE_MASK: "softmax_device_operation.cpp (mask checks), the sharded softmax reader and compute kernels",
-    RULE_RESIDUAL: "sharded eltwise binary: both operands on one shard spec",
-    RULE_L1: "per-core L1 estimate vs the core's L1 (soc descriptor)",
+    RULE_L1: "per-core L1 estimate vs the L1 bank the allocator reports (runtime.CHIPS; bank_manager.cpp \"Out of Memory\")",
 }
 
 
@@ -88,26 +84,6 @@ class ShardingRuleError(ValueError):
 
 def fail(rule: str, op: str, detail: str) -> None:
     raise ShardingRuleError(rule, op, detail)
-
-
-@dataclass(frozen=True)
-class Sharded:
-    """A sharded tensor as the validators see it (2-D view: rows = everything but the last dim)."""
-
-    name: str
-    layout: object
-    grid: tuple[int, int]
-    shard: tuple[int, int]
-    dtype: object
-    orientation: object = ROW_MAJOR
-
-    @property
-    def shard_tiles(self) -> int:
-        return (self.shard[0] // TILE) * (self.shard[1] // TILE)
-
-    @property
-    def shard_bytes(self) -> int:
-        return self.shard_tiles * tile_bytes(self.dtype)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -149,7 +125,13 @@ def check_grid_within_device(op: str, grid: tuple[int, int], device_grid: tuple[
 
 
 def check_block_shard(op: str, shape: tuple[int, int], grid: tuple[int, int], shard: tuple[int, int]) -> None:
-    """A block-sharded [H, W] tensor on a cols x rows grid: shard = (H/rows, W/cols), whole tiles, no remainder."""
+    """A block-sharded [H, W] tensor on a cols x rows grid: shard = (H/rows, W/cols), whole tiles, no remainder.
+
+    ttnn refuses shards that are not whole tiles ("Physical shard shape ... must be tile {32, 32} sized!") and
+    shards too small for the grid, but accepts uneven shards (a padded last row or column of shards). This rule
+    also refuses those because the plan's program configs are derived from even shards (per_core_M = Mt/rows,
+    in0_block_w and LayerNorm block_w = shard width): an uneven shard would be a plan whose memory and program
+    configs disagree, which the ops then refuse one by one with less direct messages."""
     height, width = shape
     cols, rows = grid
     if height % rows or width % cols:
@@ -167,17 +149,6 @@ def check_block_shard(op: str, shape: tuple[int, int], grid: tuple[int, int], sh
             f"shard shape {list(shard)} must equal [tensor height / rows, width / cols] = "
             f"[{height}/{rows}, {width}/{cols}] = {list(expected)}",
         )
-    if shard[0] % TILE or shard[1] % TILE:
-        fail(RULE_SHARD, op, f"shard shape {list(shard)} must be whole {TILE}x{TILE} tiles")
-
-
-def check_height_shard(op: str, rows_total: int, width: int, num_cores: int, shard: tuple[int, int]) -> None:
-    """A height-sharded [R, W] tensor on N cores: shard = (R/N, W), whole tiles."""
-    if rows_total % num_cores:
-        fail(RULE_SHARD, op, f"height {rows_total} does not split evenly over {num_cores} cores")
-    expected = (rows_total // num_cores, width)
-    if tuple(shard) != expected:
-        fail(RULE_SHARD, op, f"shard shape {list(shard)} must equal [{rows_total}/{num_cores}, {width}] = {list(expected)}")
     if shard[0] % TILE or shard[1] % TILE:
         fail(RULE_SHARD, op, f"shard shape {list(shard)} must be whole {TILE}x{TILE} tiles")
 
@@ -220,7 +191,10 @@ def check_reuse_subblock_divisibility(op: str, per_core_M: int, per_core_N: int,
 
 
 def check_nonzero_block_dims(op: str, in0_block_w: int, per_core_M: int, per_core_N: int) -> None:
-    """§2.1: in0_block_w, per_core_M, per_core_N != 0."""
+    """§2.1: in0_block_w, per_core_M, per_core_N != 0.
+
+    ttnn refuses ``in0_block_w == 0`` in its validator, but a zero per_core_N reaches the matmul's
+    ``compute_output_specs`` first, which divides by it: the process dies with SIGFPE instead of raising."""
     for name, value in (("in0_block_w", in0_block_w), ("per_core_M", per_core_M), ("per_core_N", per_core_N)):
         if value <= 0:
             fail(RULE_GRID, op, f"{name} is {value}, which is not valid")
@@ -292,18 +266,6 @@ def check_mcast_in0_shard(
             fail(RULE_MCAST, op, "height-sharded in0 does not support transpose_mcast")
         if in0_block_w != shard_wt:
             fail(RULE_MCAST, op, f"height-sharded in0 needs in0_block_w ({in0_block_w}) == shard width / 32 ({shard_wt})")
-
-
-def check_mcast_in0_grid(op: str, in0_grid: tuple[int, int], config_grid: tuple[int, int]) -> None:
-    """2D mcast with block-sharded in0: the in0 shard grid is the program grid (each row multicasts its K slices
-    along the row). [inference from the 2D mcast factory and from every published ViT config]"""
-    if tuple(in0_grid) != tuple(config_grid):
-        fail(
-            RULE_MCAST,
-            op,
-            f"block-sharded in0 lives on a {in0_grid[0]}x{in0_grid[1]} grid but the program grid is "
-            f"{config_grid[0]}x{config_grid[1]}; reshard in0 onto the program grid",
-        )
 
 
 def check_mcast_output(op: str, layout, in0_layout=None) -> None:
@@ -423,33 +385,10 @@ def check_attention_rows_fit(op: str, batch: int, device_rows: int) -> None:
         )
 
 
-def check_split_heads_width(op: str, qkv_width: int, grid_cols: int) -> None:
-    """§2.5: flattened QKV width % (grid cols x 32) == 0."""
-    if qkv_width % (grid_cols * TILE):
-        fail(
-            RULE_SPLIT_HEADS,
-            op,
-            f"QKV width ({qkv_width}) must be a multiple of grid cols x 32 ({grid_cols}x32={grid_cols * TILE})",
-        )
-
-
 def check_split_heads_cols(op: str, heads: int, grid_cols: int) -> None:
     """§2.5: ``num_kv_heads % grid_cols == 0`` (whole heads per core)."""
     if heads % grid_cols:
         fail(RULE_SPLIT_HEADS, op, f"heads ({heads}) must be divisible by attention grid cols ({grid_cols})")
-
-
-def check_split_heads_rows(op: str, total_rows_t: int, grid_rows: int, seq_t: int) -> None:
-    """§2.5: (B·S)/32 % grid rows == 0, and a core's rows stay inside one batch item."""
-    if total_rows_t % grid_rows:
-        fail(RULE_SPLIT_HEADS, op, f"(B*S)/32 ({total_rows_t}) must be divisible by grid rows ({grid_rows})")
-    per_core = total_rows_t // grid_rows
-    if per_core % seq_t and seq_t % per_core:
-        fail(
-            RULE_SPLIT_HEADS,
-            op,
-            f"rows per core ({per_core} tiles) must stay inside one image of {seq_t} tiles",
-        )
 
 
 def check_split_heads_l1(op: str, shard_tiles: int, tile_size: int, l1_bytes: int) -> None:
@@ -459,13 +398,15 @@ def check_split_heads_l1(op: str, shard_tiles: int, tile_size: int, l1_bytes: in
         fail(RULE_SPLIT_HEADS, op, f"2 x {shard_tiles} tiles x {tile_size} B = {need} B exceeds L1 ({l1_bytes} B)")
 
 
-def check_concat_heads(op: str, in_layout, out_layout, shard: tuple[int, int], seq: int, head_size: int, heads: int) -> None:
-    """nlp_concat_heads: input not WIDTH, shard width == head size, shard height % S == 0,
-    heads % (shard height / S) == 0, output not HEIGHT_SHARDED (tt-metal nlp_concat_heads_device_operation.cpp)."""
+def check_concat_heads(op: str, in_layout, out_layout, shard: tuple[int, int], seq: int, heads: int) -> None:
+    """nlp_concat_heads: input not WIDTH, shard height % S == 0, heads % (shard height / S) == 0, output not
+    HEIGHT_SHARDED (tt-metal nlp_concat_heads_device_operation.cpp).
+
+    ttnn 0.81.1 does not check the shard height against S itself: a shard shorter than S makes its
+    ``compute_output_specs`` divide by zero (heads per shard = 0) and the process dies with SIGFPE, so this
+    rule stays to turn that crash into an error."""
     if in_layout == WIDTH:
         fail(RULE_CONCAT_HEADS, op, "input must not be WIDTH_SHARDED")
-    if shard[1] != head_size:
-        fail(RULE_CONCAT_HEADS, op, f"input shard width ({shard[1]}) must equal the head size ({head_size})")
     if shard[0] % seq:
         fail(RULE_CONCAT_HEADS, op, f"input shard height ({shard[0]}) must be divisible by the sequence ({seq})")
     if heads % (shard[0] // seq):
@@ -536,6 +477,13 @@ def check_softmax(
 
     The factory runs on the rectangle (0,0)..(grid_x-1, grid_y-1), so that rectangle is the shard grid;
     each row of the block is processed ``subblock_w`` tiles at a time in the destination registers.
+
+    ``subblock_w <= dest_tiles`` is not checked by ttnn 0.81.1's host validator (it accepts subblock_w 9):
+    the compute kernel ``kernels/attention/compute/softmax_sharded.cpp`` (shipped in the wheel) walks each
+    row in chunks of ``subblock_w`` tiles held in the destination registers
+    (``IterationShape::tiles(block_w).block_size(subblock_w)``), so a wider chunk overruns them (LayerNorm's
+    factory refuses the same thing: "subblock width must less than 8 tiles"). Whether the real kernel build
+    catches it cannot be seen with the mock's stub compiler, so the rule stays.
     """
     if M % TILE or K % TILE:
         fail(RULE_SOFTMAX, op, f"M ({M}) and K ({K}) must be divisible by {TILE}")
@@ -574,6 +522,13 @@ def check_softmax_mask(
     Interleaved TILE mask: rank 4, dims 1..rank-3 == 1 (one mask for all heads), last dim == the scores'
     last dim, one mask per image (the reader advances one tile row per image). ROW_MAJOR mask:
     [B, 1, S/32, 32]. A sharded mask must have the input's shape.
+
+    ttnn 0.81.1 checks the rank/intermediate dims, the ROW_MAJOR shape and the sharded shape, but accepts a
+    TILE mask of the wrong width, batch or height. Those clauses stay because the reader
+    (``kernels/attention/dataflow/reader_unary_sharded_sm.cpp``) reads ``block_w`` mask tiles from page
+    ``mask_start_tile_id`` and the factory advances that id by ``padded_shape[-1] / 32`` per image: a narrower
+    mask is read past its end, a mask with fewer images than the scores is read past its end, and a mask more
+    than one tile high is read from the wrong tile rows for every image after the first — wrong values, no error.
     """
     batch, _heads, _rows, keys = input_shape
     if len(mask_shape) != 4:
@@ -600,17 +555,6 @@ def check_softmax_mask(
         fail(RULE_MASK, op, f"mask width ({mask_shape[3]}) must equal the scores' key dimension ({keys})")
     if mask_shape[2] not in (1, TILE):
         fail(RULE_MASK, op, f"mask height ({mask_shape[2]}) must be 1 (tile-padded to 32) or 32; only row 0 is read")
-
-
-def check_residual_add(op: str, a: Sharded, b: Sharded) -> None:
-    """A sharded eltwise add needs both operands on the identical shard spec (grid, shard shape, layout)."""
-    if (a.layout, a.grid, a.shard) != (b.layout, b.grid, b.shard):
-        fail(
-            RULE_RESIDUAL,
-            op,
-            f"{a.name} ({a.grid[0]}x{a.grid[1]}, shard {list(a.shard)}) and {b.name} "
-            f"({b.grid[0]}x{b.grid[1]}, shard {list(b.shard)}) must share one shard spec",
-        )
 
 
 def check_l1_fits(op: str, bytes_per_core: int, l1_bytes_per_core: int) -> None:
