@@ -1,0 +1,142 @@
+"""Tile constants, the model dimensions that shape the plan, and small formatting helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ttnn
+
+TILE = 32
+CLASS_PAD_MULTIPLE = TILE * 12  # 384: every column count that divides 12 divides the padded class tiles
+PATCH_CHANNELS = 4  # RGB padded 3 -> 4 so that one patch row is 16 pixels x 4 channels = 64 values
+DEST_REGISTER_TILES = 16  # (64 x 16 x 16) / (32 x 32): the destination register file in tiles
+
+# Bytes of one 32x32 tile per data type (tt-metalium constants: bfloat8_b / bfloat4_b carry 64 exponent bytes).
+TILE_BYTES = {
+    ttnn.float32: 4096,
+    ttnn.bfloat16: 2048,
+    ttnn.bfloat8_b: 1024 + 64,
+    ttnn.bfloat4_b: 512 + 64,
+}
+
+BLOCK = ttnn.TensorMemoryLayout.BLOCK_SHARDED
+HEIGHT = ttnn.TensorMemoryLayout.HEIGHT_SHARDED
+WIDTH = ttnn.TensorMemoryLayout.WIDTH_SHARDED
+ROW_MAJOR = ttnn.ShardOrientation.ROW_MAJOR
+COL_MAJOR = ttnn.ShardOrientation.COL_MAJOR
+
+
+def dtype_name(dtype) -> str:
+    return str(dtype).split(".")[-1].lower()
+
+
+def tile_bytes(dtype) -> int:
+    """Bytes of one 32x32 tile of ``dtype`` as ttnn stores it in L1."""
+    if dtype not in TILE_BYTES:
+        raise ValueError(f"no tile size known for {dtype}")
+    return TILE_BYTES[dtype]
+
+
+def dest_register_tiles(fp32_dest_acc: bool = False, dst_full_sync: bool = False) -> int:
+    """``get_dest_reg_count``: 16 tiles, halved unless full sync, halved again with fp32 accumulation.
+
+    8 by default, 4 with fp32 destination accumulation (reference §2.1, tt-metal compute_kernel_config.cpp).
+    """
+    tiles = DEST_REGISTER_TILES
+    if not dst_full_sync:
+        tiles //= 2
+    if fp32_dest_acc:
+        tiles //= 2
+    return tiles
+
+
+def compute_config_dest_tiles(config: ttnn.WormholeComputeKernelConfig) -> int:
+    """``dest_register_tiles`` for the settings of a compute kernel config."""
+    return dest_register_tiles(bool(config.fp32_dest_acc_en), bool(config.dst_full_sync_en))
+
+
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """The numbers of a DeiT config that shape the sharding plan."""
+
+    hidden: int
+    heads: int
+    layers: int
+    intermediate: int
+    num_classes: int
+    image_size: int = 224
+    patch_size: int = 16
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def tokens(self) -> int:
+        """CLS + distillation token + patches (198 at 224/16)."""
+        return self.patches + 2
+
+    @property
+    def padded_tokens(self) -> int:
+        """Tokens rounded up to whole tiles (224): the sequence the model runs with."""
+        return round_up(self.tokens, TILE)
+
+    @property
+    def classes_padded(self) -> int:
+        """Classes rounded up to a multiple of 384 = 32 x 12, so every supported grid column count divides the tiles."""
+        return round_up(self.num_classes, CLASS_PAD_MULTIPLE)
+
+    @property
+    def patch_features(self) -> int:
+        """Values per patch row of the patch-embedding matmul: 16 x 16 pixels x 4 channels (RGB padded to 4)."""
+        return self.patch_size * self.patch_size * PATCH_CHANNELS
+
+    @classmethod
+    def from_config(cls, config) -> "ModelDims":
+        """From a Hugging Face ``DeiTConfig``."""
+        return cls(
+            hidden=config.hidden_size,
+            heads=config.num_attention_heads,
+            layers=config.num_hidden_layers,
+            intermediate=config.intermediate_size,
+            num_classes=config.num_labels,
+            image_size=config.image_size,
+            patch_size=config.patch_size,
+        )
+
+    def describe(self) -> str:
+        return (
+            f"hidden {self.hidden}, {self.heads} heads of {self.head_size}, {self.layers} layers, "
+            f"MLP {self.intermediate}, {self.num_classes} classes (padded {self.classes_padded}), "
+            f"{self.tokens} tokens (padded {self.padded_tokens})"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Formatting
+
+
+def grid_of(config) -> tuple[int, int]:
+    g = config.compute_with_storage_grid_size
+    return (g.x, g.y)
+
+
+def fmt_grid(grid: tuple[int, int]) -> str:
+    return f"{grid[0]}x{grid[1]}"
+
+
+def fmt_shard(shard: tuple[int, int]) -> str:
+    return f"{shard[0]}x{shard[1]}"
+
+
+def layout_name(layout) -> str:
+    return str(layout).split(".")[-1]
+

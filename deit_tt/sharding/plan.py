@@ -1,0 +1,451 @@
+"""The plan: derive every program, memory and compute-kernel config from model dims, batch and device grid.
+
+Nothing here is a typed-in constant (see the package docstring for the grids). ``make_plan`` derives
+the configs and validates them with the walk (``deit_tt.sharding.walk``); ``ShardingPlan.table()``
+prints the walk with its per-core L1 estimate; ``attention_mask`` builds the key-padding mask the
+plan's softmax config expects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+import ttnn
+
+from deit_tt.sharding.dims import (
+    BLOCK,
+    HEIGHT,
+    PATCH_CHANNELS,
+    ROW_MAJOR,
+    TILE,
+    TILE_BYTES,
+    ModelDims,
+    compute_config_dest_tiles,
+    dtype_name,
+    fmt_grid,
+    fmt_shard,
+    layout_name,
+)
+from deit_tt.sharding.rules import (
+    RULE_GRID,
+    ShardingRuleError,
+    check_attention_rows_fit,
+    check_dtype,
+    check_l1_fits,
+    check_model_dims,
+)
+from deit_tt.sharding.walk import ACTIVATION_DTYPES, walk
+
+# The additive value that hides padded key columns (see ``attention_mask``).
+MASKED_VALUE = -1.0e4
+
+
+# ---------------------------------------------------------------------------------------------------
+# Derivation helpers
+
+
+def largest_divisor_at_most(limit: int, *numbers: int) -> int:
+    """The largest d <= limit dividing every number (1 always qualifies)."""
+    for candidate in range(min(limit, *numbers), 0, -1):
+        if all(n % candidate == 0 for n in numbers):
+            return candidate
+    return 1
+
+
+def widest_subblock(per_core_N: int, dest_tiles: int) -> int:
+    """Widest out_subblock_w dividing per_core_N that fits the destination registers with out_subblock_h = 1."""
+    return largest_divisor_at_most(dest_tiles, per_core_N)
+
+
+def core_range(grid: tuple[int, int]) -> ttnn.CoreRangeSet:
+    return ttnn.CoreRangeSet({ttnn.CoreRange(ttnn.CoreCoord(0, 0), ttnn.CoreCoord(grid[0] - 1, grid[1] - 1))})
+
+
+def sharded_memory_config(layout, grid: tuple[int, int], shard: tuple[int, int]) -> ttnn.MemoryConfig:
+    """An L1 sharded memory config with an explicit ROW_MAJOR shard spec on (0,0)..(x-1, y-1)."""
+    spec = ttnn.ShardSpec(core_range(grid), list(shard), ROW_MAJOR)
+    return ttnn.MemoryConfig(layout, ttnn.BufferType.L1, spec)
+
+
+@dataclass
+class ShardingPlan:
+    """Program, memory and compute-kernel configs for one (model, batch, device grid).
+
+    Grids are (x = columns, y = rows), as ``compute_with_storage_grid_size`` reports them.
+    ``attention_mask_shape`` / ``attention_mask_layout`` / ``attention_mask_memory_config`` describe the
+    additive mask ``ttnn.scale_mask_softmax_in_place`` expects with ``plan.softmax`` (see ``attention_mask``).
+    """
+
+    dims: ModelDims
+    batch: int
+    grid: tuple[int, int]
+    l1_bytes_per_core: int
+    encoder_grid: ttnn.CoreGrid
+    attention_grid: ttnn.CoreGrid
+    classifier_grid: ttnn.CoreGrid
+    encoder_memory_config: ttnn.MemoryConfig
+    qkv_attention_memory_config: ttnn.MemoryConfig
+    heads_memory_config: ttnn.MemoryConfig
+    context_memory_config: ttnn.MemoryConfig
+    classifier_memory_config: ttnn.MemoryConfig
+    layernorm: ttnn.LayerNormShardedMultiCoreProgramConfig
+    layernorm_compute: ttnn.WormholeComputeKernelConfig
+    matmul_compute: ttnn.WormholeComputeKernelConfig
+    softmax_compute: ttnn.WormholeComputeKernelConfig
+    qkv: ttnn.MatmulMultiCoreReuseMultiCastProgramConfig
+    query_by_key: ttnn.MatmulMultiCoreReuseProgramConfig
+    softmax: ttnn.SoftmaxShardedMultiCoreProgramConfig
+    attention_by_value: ttnn.MatmulMultiCoreReuseProgramConfig
+    self_output: ttnn.MatmulMultiCoreReuseMultiCastProgramConfig
+    ff1: ttnn.MatmulMultiCoreReuseMultiCastProgramConfig
+    ff2: ttnn.MatmulMultiCoreReuseMultiCastProgramConfig
+    classifier: ttnn.MatmulMultiCoreReuseMultiCastProgramConfig
+    activation_dtype: object = ttnn.bfloat8_b
+    weight_dtype: object = ttnn.bfloat8_b
+    # Matmul outputs: L1 block sharded; the matmul computes the shard spec itself from its program config
+    # ([per_core_M*32, per_core_N*32] on (num_blocks_x, num_blocks_y)), as tt-metal's ViT passes it.
+    matmul_output_memory_config: ttnn.MemoryConfig = field(default_factory=lambda: ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG)
+    attention_mask_layout: object = ttnn.TILE_LAYOUT
+    attention_mask_memory_config: ttnn.MemoryConfig = field(default_factory=lambda: ttnn.DRAM_MEMORY_CONFIG)
+
+    # -- derived facts ------------------------------------------------------------------------
+
+    @property
+    def matmul_dest_tiles(self) -> int:
+        """Destination-register budget the matmul subblocks are sized for (get_dest_reg_count)."""
+        return compute_config_dest_tiles(self.matmul_compute)
+
+    @property
+    def softmax_dest_tiles(self) -> int:
+        return compute_config_dest_tiles(self.softmax_compute)
+
+    @property
+    def seq_tiles(self) -> int:
+        return self.dims.padded_tokens // TILE
+
+    @property
+    def m_tiles(self) -> int:
+        """M of every encoder matmul in tiles: batch x padded tokens / 32."""
+        return self.batch * self.seq_tiles
+
+    @property
+    def heads_per_core(self) -> int:
+        return self.dims.heads // self.attention_grid.x
+
+    @property
+    def fold_input_memory_config(self) -> ttnn.MemoryConfig:
+        """L1 HEIGHT_SHARDED input of ``ttnn.fold``: the (B, 224, 14, 64) row-major pixels on 2 x batch cores,
+        224 x 14 / 2 = 1568 rows of 64 values per core, as tt-metal's sharded ViT stages its input."""
+        dims = self.dims
+        rows = dims.image_size * (dims.image_size // dims.patch_size)  # 224 x 14 rows of 64 per image
+        cores = 2 * self.batch
+        grid = ttnn.num_cores_to_corerangeset(cores, ttnn.CoreCoord(*self.grid), True)
+        spec = ttnn.ShardSpec(grid, [self.batch * rows // cores, dims.patch_size * PATCH_CHANNELS], ROW_MAJOR)
+        return ttnn.MemoryConfig(HEIGHT, ttnn.BufferType.L1, spec)
+
+    @property
+    def fold_output_memory_config(self) -> ttnn.MemoryConfig:
+        """Where the fold's output moves before ``to_layout(TILE)``: interleaved L1, as tt-metal's ViT does.
+
+        ``fold`` keeps the input's height sharding and rescales its shard to 1568 / 16 = 98 rows, which is
+        not a tile multiple; ``to_layout`` refuses it ("Physical shard shape (98, 1024) must be tile {32, 32}
+        sized!", tensor_layout.cpp), so the patches are un-sharded first."""
+        return ttnn.L1_MEMORY_CONFIG
+
+    @property
+    def attention_mask_shape(self) -> tuple[int, int, int, int]:
+        """Logical shape of the additive attention mask: ``(batch, 1, 1, padded_tokens)``.
+
+        ttnn 0.81.1, ``scale_mask_softmax_in_place`` (what ``attention_softmax_`` calls) with a
+        ``SoftmaxShardedMultiCoreProgramConfig`` (non-causal):
+
+        - TILE layout, interleaved (DRAM or L1), bfloat16 (fp32 also accepted); tile-padded on the device to
+          ``[B, 1, 32, S]``. Only row 0 of each mask tile is read: the compute kernel adds it with a row
+          broadcast (``BroadcastDim::Row``) to every row of every head on the core.
+        - One mask row per image, no broadcast over the batch: the reader reads ``block_w`` tiles starting at
+          tile ``b * S/32`` for the cores of image ``b`` (``mask_start_tile_id`` advances by ``padded_shape[-1]/32``
+          after each image's cores). Dimension 1 must be 1 ("Non-sharded mask intermediate dimensions must be 1").
+        - The same shape broadcasts against the [B, heads, S, S] scores in the host golden function.
+        - Alternatives the validator accepts: ROW_MAJOR ``[B, 1, S/32, 32]``, or a TILE mask sharded exactly like
+          the scores (then its padded shape must equal the scores').
+        """
+        return (self.batch, 1, 1, self.dims.padded_tokens)
+
+    # -- validation --------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Run every rule (reference §2.1-§2.7) for every op of an encoder layer and the head, and the L1 budget."""
+        for step in walk(self):
+            check_l1_fits(step.op, step.l1_total, self.l1_bytes_per_core)
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def table(self) -> pd.DataFrame:
+        """One row per op of an encoder layer and the head, with a per-core L1 estimate.
+
+        Counted per core, in each tensor's dtype (activations ``activation_dtype``, weights ``weight_dtype``,
+        LayerNorm/softmax intermediates bf16): the input shard(s) and the output shard (both resident while the op
+        runs; in-place softmax counted once), plus the op's main circular buffers — for a 2D mcast linear the
+        double-buffered in0 multicast block (2 x per_core_M x in0_block_w), the double-buffered weight block
+        (2 x in0_block_w x per_core_N), one bias row and a bf16 partials block when K is split into several blocks;
+        for LayerNorm gamma/beta, the x-mean block and the statistics tiles; for softmax the mask row, the scaled,
+        exp and scalar tiles. Not counted: tensors kept alive across the op (the residual, ~one encoder shard),
+        tt-metal's reserved L1 region and ``l1_small_size``; so "fits L1" is a necessary, not sufficient, check.
+        """
+        rows = []
+        for step in walk(self):
+            total = step.l1_total
+            rows.append(
+                {
+                    "op": step.op,
+                    "config": step.config,
+                    "grid": fmt_grid(step.grid),
+                    "cores": step.grid[0] * step.grid[1],
+                    "memory layout": layout_name(step.layout),
+                    "shard shape": fmt_shard(step.out.shard) if step.out is not None else "",
+                    "input shards": ", ".join(fmt_shard(x.shard) for x in step.inputs),
+                    "L1 bytes/core": total,
+                    "L1 %": round(100.0 * total / self.l1_bytes_per_core, 1),
+                    "fits L1": total <= self.l1_bytes_per_core,
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def configs(self) -> dict[str, object]:
+        """The program / compute configs by plan attribute name (for printing)."""
+        return {
+            name: getattr(self, name)
+            for name in (
+                "layernorm",
+                "layernorm_compute",
+                "matmul_compute",
+                "softmax_compute",
+                "qkv",
+                "query_by_key",
+                "softmax",
+                "attention_by_value",
+                "self_output",
+                "ff1",
+                "ff2",
+                "classifier",
+            )
+        }
+
+    def memory_configs(self) -> dict[str, ttnn.MemoryConfig]:
+        return {
+            name: getattr(self, name)
+            for name in (
+                "encoder_memory_config",
+                "qkv_attention_memory_config",
+                "heads_memory_config",
+                "context_memory_config",
+                "classifier_memory_config",
+                "matmul_output_memory_config",
+                "attention_mask_memory_config",
+            )
+        }
+
+    def summary(self) -> str:
+        e, a, c = self.encoder_grid, self.attention_grid, self.classifier_grid
+        return (
+            f"{self.dims.describe()} | batch {self.batch} | device grid {fmt_grid(self.grid)} | "
+            f"encoder {e.x}x{e.y}, attention {a.x}x{a.y} ({self.heads_per_core} heads/core), classifier {c.x}x{c.y} | "
+            f"activations {dtype_name(self.activation_dtype)}, weights {dtype_name(self.weight_dtype)}"
+        )
+
+
+def make_plan(
+    dims: ModelDims,
+    batch: int,
+    grid: tuple[int, int],
+    l1_bytes_per_core: int,
+    activation_dtype=ttnn.bfloat8_b,
+    *,
+    weight_dtype=ttnn.bfloat8_b,
+    layernorm_fp32_dest_acc: bool = False,
+) -> ShardingPlan:
+    """Derive and validate the plan for ``dims`` at ``batch`` on a device compute grid ``grid`` = (x, y).
+
+    Raises :class:`ShardingRuleError` naming the rule when no valid plan exists (e.g. batch > grid rows).
+    """
+    grid = (int(grid[0]), int(grid[1]))
+    if batch < 1:
+        raise ShardingRuleError(RULE_GRID, "plan", f"batch ({batch}) must be at least 1")
+    check_model_dims("model", dims)
+    check_dtype("activations", activation_dtype, ACTIVATION_DTYPES)
+    check_dtype("weights", weight_dtype, tuple(TILE_BYTES))
+
+    S, St = dims.padded_tokens, dims.padded_tokens // TILE
+    Ht, It, Ct = dims.hidden // TILE, dims.intermediate // TILE, dims.classes_padded // TILE
+    hst = dims.head_size // TILE
+    Mt = batch * St
+    grid_x, grid_y = grid
+
+    # Compute kernel configs, passed to every op explicitly. They keep the values ttnn 0.81.1 picks when it is
+    # given none (shared/reference/device-numerics.md §1): matmuls with a program config run LoFi, no approx,
+    # fp32 accumulation only for fp32 outputs, packer L1 accumulation on (create_matmul_attributes); the fused
+    # scale-mask-softmax runs HiFi4 with the approximate exp (softmax_device_operation.cpp). LayerNorm takes
+    # tt-metal's ViT encoder config (HiFi2, approx, packer L1 accumulation; ln_compute_config).
+    fp32_activations = activation_dtype == ttnn.float32
+    matmul_compute = ttnn.WormholeComputeKernelConfig(
+        math_fidelity=ttnn.MathFidelity.LoFi,
+        math_approx_mode=False,
+        fp32_dest_acc_en=fp32_activations,
+        packer_l1_acc=True,
+    )
+    softmax_compute = ttnn.WormholeComputeKernelConfig(
+        math_fidelity=ttnn.MathFidelity.HiFi4,
+        math_approx_mode=True,
+        fp32_dest_acc_en=fp32_activations,
+        packer_l1_acc=False,
+    )
+    layernorm_compute = ttnn.WormholeComputeKernelConfig(
+        math_fidelity=ttnn.MathFidelity.HiFi2,
+        math_approx_mode=True,
+        fp32_dest_acc_en=layernorm_fp32_dest_acc,
+        packer_l1_acc=True,
+    )
+    matmul_dest = compute_config_dest_tiles(matmul_compute)
+    softmax_dest = compute_config_dest_tiles(softmax_compute)
+    layernorm_dest = compute_config_dest_tiles(layernorm_compute)
+
+    # Grids. Encoder: rows | Mt, cols | every K/N tile count on it (hidden, 3*hidden, intermediate).
+    encoder_rows = largest_divisor_at_most(grid_y, Mt)
+    encoder_cols = largest_divisor_at_most(grid_x, Ht, 3 * Ht, It)
+    # Attention: one image per row; cols | heads and | QKV width tiles.
+    check_attention_rows_fit("split_heads", batch, grid_y)
+    attention_rows = batch
+    attention_cols = largest_divisor_at_most(grid_x, dims.heads, 3 * Ht)
+    # Classifier: the encoder rows; cols | hidden tiles and | padded class tiles.
+    classifier_rows = encoder_rows
+    classifier_cols = largest_divisor_at_most(grid_x, Ht, Ct)
+
+    encoder_grid = ttnn.CoreGrid(y=encoder_rows, x=encoder_cols)
+    attention_grid = ttnn.CoreGrid(y=attention_rows, x=attention_cols)
+    classifier_grid = ttnn.CoreGrid(y=classifier_rows, x=classifier_cols)
+    enc, att, cls = (encoder_cols, encoder_rows), (attention_cols, attention_rows), (classifier_cols, classifier_rows)
+
+    per_core_M = Mt // encoder_rows
+    hidden_shard = (per_core_M * TILE, dims.hidden // encoder_cols)
+    encoder_memory_config = sharded_memory_config(BLOCK, enc, hidden_shard)
+    qkv_attention_memory_config = sharded_memory_config(BLOCK, att, (S, 3 * dims.hidden // attention_cols))
+    heads_per_core = dims.heads // attention_cols
+    context_memory_config = sharded_memory_config(BLOCK, att, (S, heads_per_core * dims.head_size))
+    classifier_memory_config = sharded_memory_config(BLOCK, cls, (Mt // classifier_rows * TILE, dims.hidden // classifier_cols))
+    # One HEIGHT_SHARDED L1 config for Q, K^T, V, scores and context heads: each op fills in its own shard spec.
+    heads_memory_config = ttnn.MemoryConfig(HEIGHT, ttnn.BufferType.L1)
+
+    layernorm_block_w = Ht // encoder_cols
+    layernorm = ttnn.LayerNormShardedMultiCoreProgramConfig(
+        compute_with_storage_grid_size=enc,
+        subblock_w=largest_divisor_at_most(layernorm_dest, layernorm_block_w),
+        block_h=per_core_M,
+        block_w=layernorm_block_w,
+        inplace=False,
+    )
+
+    def mcast(cols_rows: tuple[int, int], Kt: int, Nt: int, fused_activation=None):
+        cols, rows = cols_rows
+        per_core_N = Nt // cols
+        return ttnn.MatmulMultiCoreReuseMultiCastProgramConfig(
+            compute_with_storage_grid_size=cols_rows,
+            in0_block_w=Kt // cols,  # the whole in0 shard width: one K block per multicast step
+            out_subblock_h=1,
+            out_subblock_w=widest_subblock(per_core_N, matmul_dest),
+            per_core_M=Mt // rows,
+            per_core_N=per_core_N,
+            transpose_mcast=False,
+            fused_activation=fused_activation,
+        )
+
+    def reuse(Kt: int, Nt: int):
+        return ttnn.MatmulMultiCoreReuseProgramConfig(
+            compute_with_storage_grid_size=att,
+            in0_block_w=Kt,  # the whole K per core
+            out_subblock_h=1,
+            out_subblock_w=widest_subblock(Nt, matmul_dest),
+            per_core_M=heads_per_core * St,
+            per_core_N=Nt,
+        )
+
+    plan = ShardingPlan(
+        dims=dims,
+        batch=batch,
+        grid=grid,
+        l1_bytes_per_core=l1_bytes_per_core,
+        encoder_grid=encoder_grid,
+        attention_grid=attention_grid,
+        classifier_grid=classifier_grid,
+        encoder_memory_config=encoder_memory_config,
+        qkv_attention_memory_config=qkv_attention_memory_config,
+        heads_memory_config=heads_memory_config,
+        context_memory_config=context_memory_config,
+        classifier_memory_config=classifier_memory_config,
+        layernorm=layernorm,
+        layernorm_compute=layernorm_compute,
+        matmul_compute=matmul_compute,
+        softmax_compute=softmax_compute,
+        qkv=mcast(enc, Ht, 3 * Ht),
+        query_by_key=reuse(hst, St),
+        softmax=ttnn.SoftmaxShardedMultiCoreProgramConfig(
+            compute_with_storage_grid_size=att,
+            subblock_w=largest_divisor_at_most(softmax_dest, St),
+            block_h=heads_per_core * St,
+            block_w=St,
+        ),
+        attention_by_value=reuse(St, hst),
+        self_output=mcast(enc, Ht, Ht),
+        ff1=mcast(enc, Ht, It, fused_activation=(ttnn.UnaryOpType.GELU, True)),
+        ff2=mcast(enc, It, Ht),
+        classifier=mcast(cls, Ht, Ct),
+        activation_dtype=activation_dtype,
+        weight_dtype=weight_dtype,
+    )
+    plan.validate()
+    return plan
+
+
+# ---------------------------------------------------------------------------------------------------
+# Attention mask
+
+
+def attention_mask(plan: ShardingPlan, dtype=torch.bfloat16, masked_value: float = MASKED_VALUE) -> torch.Tensor:
+    """The additive key-padding mask for ``ttnn.scale_mask_softmax_in_place`` in ``plan.attention_mask_shape``.
+
+    0 for key columns < ``dims.tokens`` (198), ``masked_value`` for the padded columns 198..223. Convert with
+    ``ttnn.from_torch(mask, dtype=ttnn.bfloat16, layout=ttnn.TILE_LAYOUT, device=..., memory_config=plan.attention_mask_memory_config)``.
+
+    Why these choices (ttnn 0.81.1; sources in tenstorrent/tt-metal):
+    - ``ttnn/cpp/ttnn/operations/transformer/attention_softmax/attention_softmax.cpp``: ``attention_softmax_``
+      requires a mask and calls ``scale_mask_softmax_in_place(scale = 1/sqrt(head_size), mask, program_config)``
+      (non-causal); the mask is added after scaling.
+    - ``ttnn/cpp/ttnn/operations/normalization/softmax/device/softmax_device_operation.cpp`` (validate): a
+      non-sharded mask needs dims 1..rank-3 == 1; a ROW_MAJOR one must be [B, 1, S/32, 32]; a sharded one must
+      be TILE with the input's shape. No batch-equality check for the sharded config.
+    - ``.../softmax_program_factory_attention_optimized_sharded.cpp``: the reader reads ``block_w`` mask tiles
+      from ``mask_start_tile_id``, which advances by ``padded_shape[-1]/32`` after each image's cores, so the
+      mask needs one tile row per image ([B, ...], no batch broadcast).
+    - ``.../kernels/attention/compute/softmax_sharded.cpp`` (shipped in the 0.81.1 wheel): the non-causal mask is
+      added with ``BroadcastDim::Row`` — only row 0 of each mask tile is used — and reused for every row of the block.
+    - tt-metal's own sharded test (``run_softmax_sharded_stable``) uses ``[B, 1, 1, W]`` bfloat16 TILE masks in
+      DRAM with ``-inf``. We use a finite ``-1e4`` instead: exp() of it is exactly 0 in bf16/fp32, it needs no
+      inf arithmetic in the approximate exp, and it survives a bfloat8_b conversion (an inf exponent would be
+      shared by the 16 values of its block).
+    """
+    dtype = _torch_dtype(dtype)
+    mask = torch.zeros(plan.attention_mask_shape, dtype=torch.float32)
+    mask[..., plan.dims.tokens :] = masked_value
+    return mask.to(dtype)
+
+
+def _torch_dtype(dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    mapping = {ttnn.bfloat16: torch.bfloat16, ttnn.float32: torch.float32}
+    if dtype in mapping:
+        return mapping[dtype]
+    raise ValueError(f"attention masks are bfloat16 or float32 (block-float masks are not used), got {dtype}")
+
+

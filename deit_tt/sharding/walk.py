@@ -1,0 +1,370 @@
+"""The validating walk: the op sequence of one encoder layer plus the head, with every rule applied.
+
+Each step function checks the rules of one op against the plan's configs, works out the op's output
+shard (as ttnn's ``compute_output_specs`` would) and estimates its per-core L1 use, which
+``ShardingPlan.table()`` prints and ``check_l1_fits`` compares with the allocator's bank.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import ttnn
+
+from deit_tt.sharding.dims import BLOCK, HEIGHT, ROW_MAJOR, TILE, dest_register_tiles, fmt_grid, grid_of, tile_bytes
+from deit_tt.sharding.rules import (
+    RULE_CONCAT_HEADS,
+    RULE_LAYERNORM,
+    RULE_MCAST,
+    RULE_REUSE,
+    RULE_SHARD,
+    RULE_SPLIT_HEADS,
+    check_block_shard,
+    check_concat_heads,
+    check_dtype,
+    check_grid_within_device,
+    check_kt_divisible,
+    check_layernorm,
+    check_mcast_block_divisibility,
+    check_mcast_in0_shard,
+    check_mcast_num_blocks,
+    check_mcast_output,
+    check_model_dims,
+    check_nonzero_block_dims,
+    check_reuse_full_n,
+    check_reuse_in0,
+    check_reuse_in1,
+    check_reuse_m,
+    check_reuse_output_blocks,
+    check_reuse_output_layout,
+    check_reuse_same_sharding,
+    check_reuse_subblock_divisibility,
+    check_sharded_output_subblock,
+    check_softmax,
+    check_softmax_mask,
+    check_split_heads_batch_rows,
+    check_split_heads_cols,
+    check_split_heads_input,
+    check_split_heads_l1,
+    check_split_heads_output,
+    check_subblock_fits_dest,
+    fail,
+)
+
+if TYPE_CHECKING:
+    from deit_tt.sharding.plan import ShardingPlan
+
+ACTIVATION_DTYPES = (ttnn.float32, ttnn.bfloat16, ttnn.bfloat8_b)
+
+
+@dataclass(frozen=True)
+class Sharded:
+    """A sharded tensor as the walk models it (2-D view: rows = everything but the last dim)."""
+
+    name: str
+    layout: object
+    grid: tuple[int, int]
+    shard: tuple[int, int]
+    dtype: object
+    orientation: object = ROW_MAJOR
+
+    @property
+    def shard_tiles(self) -> int:
+        return (self.shard[0] // TILE) * (self.shard[1] // TILE)
+
+    @property
+    def shard_bytes(self) -> int:
+        return self.shard_tiles * tile_bytes(self.dtype)
+
+
+@dataclass
+class Step:
+    """One op of the walk: what ``table()`` prints and what the L1 rule checks."""
+
+    op: str
+    config: str
+    grid: tuple[int, int]
+    layout: object
+    out: Sharded | None
+    inputs: list
+    l1: dict  # component -> bytes per core
+
+    @property
+    def l1_total(self) -> int:
+        return sum(self.l1.values())
+
+
+def from_memory_config(name: str, memory_config: ttnn.MemoryConfig, dtype) -> Sharded:
+    """The sharded tensor a memory config describes; it must be L1 sharded on one rectangle from core (0,0)."""
+    if not memory_config.is_sharded() or memory_config.shard_spec is None:
+        fail(RULE_SHARD, name, f"memory config must be sharded with a shard spec, got {memory_config.memory_layout}")
+    if memory_config.buffer_type != ttnn.BufferType.L1:
+        fail(RULE_SHARD, name, f"sharded activations live in L1, got {memory_config.buffer_type}")
+    spec = memory_config.shard_spec
+    box = spec.grid.bounding_box()
+    if (box.start.x, box.start.y) != (0, 0) or spec.num_cores() != (box.end.x + 1) * (box.end.y + 1):
+        fail(RULE_SHARD, name, f"shard grid {spec.grid} must be one rectangle starting at core (0,0)")
+    grid = (box.end.x + 1, box.end.y + 1)
+    return Sharded(name, memory_config.memory_layout, grid, tuple(spec.shape), dtype, spec.orientation)
+
+
+def walk(plan: ShardingPlan) -> list[Step]:
+    """The op sequence of one encoder layer + head, with every rule applied; returns the steps for ``table()``."""
+    dims, act, B = plan.dims, plan.activation_dtype, plan.batch
+    check_model_dims("model", dims)
+    check_dtype("activations", act, ACTIVATION_DTYPES)
+    S, H = dims.padded_tokens, dims.hidden
+    St, Ht, It, Ct = S // TILE, H // TILE, dims.intermediate // TILE, dims.classes_padded // TILE
+    hst = dims.head_size // TILE
+
+    # The encoder activation [B*S, H], block sharded on the encoder grid.
+    hidden = _planned_block_shard(plan, "encoder_memory_config", "encoder", plan.encoder_grid, H)
+    steps = [_layernorm_step(plan, "layernorm_before", hidden, True)]
+    qkv = _mcast_step(plan, "qkv", "qkv", plan.qkv, steps[-1].out, Ht, 3 * Ht, "qkv output")
+    steps.append(qkv)
+
+    # Attention: QKV resharded onto the attention grid, heads height sharded, the context back on the encoder grid.
+    qkv_att = _planned_block_shard(plan, "qkv_attention_memory_config", "attention", plan.attention_grid, 3 * H)
+    steps.append(_reshard_step(plan, "reshard_qkv", qkv.out, qkv_att))
+    split, query, key_t, value = _split_heads_step(plan, qkv_att)
+    steps.append(split)
+    scores = _reuse_step(plan, "query_by_key", plan.query_by_key, query, key_t, St, hst, St, "scores")
+    steps.append(scores)
+    steps.append(_softmax_step(plan, scores.out))
+    context_heads = _reuse_step(plan, "attention_by_value", plan.attention_by_value, scores.out, value, St, St, hst, "context heads")
+    steps.append(context_heads)
+    context = _concat_heads_step(plan, context_heads.out)
+    steps.append(context)
+    steps.append(_reshard_step(plan, "reshard_context", context.out, hidden))
+
+    # Self output + residual, LayerNorm, FF1 (GELU fused), FF2 + residual.
+    self_out = _mcast_step(plan, "self_output", "self_output", plan.self_output, hidden, Ht, Ht, "self output")
+    steps += [self_out, _add_step(plan, "residual_add_attention", self_out.out, hidden)]
+    ln2 = _layernorm_step(plan, "layernorm_after", hidden, True)
+    ff1 = _mcast_step(plan, "ff1", "ff1", plan.ff1, ln2.out, Ht, It, "ff1 output", fused_gelu=True)
+    ff2 = _mcast_step(plan, "ff2", "ff2", plan.ff2, ff1.out, It, Ht, "ff2 output", fused_gelu=False)
+    steps += [ln2, ff1, ff2, _add_step(plan, "residual_add_mlp", ff2.out, hidden)]
+
+    # Head: final LayerNorm, reshard onto the classifier grid, the two classifier linears.
+    final_ln = _layernorm_step(plan, "final_layernorm", hidden, False)
+    cls_in = _planned_block_shard(plan, "classifier_memory_config", "classifier", plan.classifier_grid, H)
+    steps += [final_ln, _reshard_step(plan, "reshard_classifier", final_ln.out, cls_in)]
+    for name in ("cls_classifier", "distillation_classifier"):
+        steps.append(_mcast_step(plan, name, "classifier", plan.classifier, cls_in, Ht, Ct, name + " output", fused_gelu=False))
+    return steps
+
+
+def _planned_block_shard(plan: ShardingPlan, name: str, grid_name: str, grid: ttnn.CoreGrid, width: int) -> Sharded:
+    """The [B*S, width] activation the plan's memory config ``name`` block-shards on ``grid``."""
+    x = from_memory_config(name, getattr(plan, name), plan.activation_dtype)
+    expected = (grid.x, grid.y)
+    if x.grid != expected:
+        fail(RULE_SHARD, name, f"shard grid {fmt_grid(x.grid)} must be the {grid_name} grid {fmt_grid(expected)}")
+    check_grid_within_device(name, x.grid, plan.grid)
+    if x.layout != BLOCK:
+        fail(RULE_SHARD, name, f"must be BLOCK_SHARDED, got {x.layout}")
+    check_block_shard(name, (plan.batch * plan.dims.padded_tokens, width), x.grid, x.shard)
+    return x
+
+
+def _layernorm_step(plan: ShardingPlan, op: str, x: Sharded, with_compute: bool) -> Step:
+    cfg = plan.layernorm
+    grid = grid_of(cfg)
+    check_grid_within_device(op, grid, plan.grid)
+    fp32_acc = bool(plan.layernorm_compute.fp32_dest_acc_en) if with_compute else False
+    full_sync = bool(plan.layernorm_compute.dst_full_sync_en) if with_compute else False
+    check_layernorm(
+        op,
+        Mt=plan.m_tiles,
+        Kt=plan.dims.hidden // TILE,
+        grid=grid,
+        block_h=cfg.block_h,
+        block_w=cfg.block_w,
+        subblock_w=cfg.subblock_w,
+        shard=x.shard,
+        layout=x.layout,
+        orientation=x.orientation,
+        shard_grid=x.grid,
+        dest_tiles=dest_register_tiles(fp32_acc, full_sync),
+    )
+    if cfg.inplace:
+        fail(RULE_LAYERNORM, op, "the plan keeps the LayerNorm input (residual) alive: inplace must be False")
+    out = Sharded(op + " output", x.layout, x.grid, x.shard, plan.activation_dtype)
+    bf16_tile = tile_bytes(ttnn.bfloat16)
+    l1 = {
+        "input shard": x.shard_bytes,
+        "output shard": out.shard_bytes,
+        "gamma+beta CBs": 2 * cfg.block_w * bf16_tile,
+        "x-mean CB": cfg.block_h * cfg.block_w * bf16_tile,
+        "stats CBs": (4 * cfg.block_h + 2) * bf16_tile,
+    }
+    return Step(op, "layernorm" + (" + layernorm_compute" if with_compute else ""), grid, x.layout, out, [x], l1)
+
+
+def _mcast_step(
+    plan: ShardingPlan,
+    op: str,
+    config_name: str,
+    cfg,
+    in0: Sharded,
+    Kt: int,
+    Nt: int,
+    out_name: str,
+    fused_gelu: bool | None = None,
+) -> Step:
+    """§2.1 + §2.2 for one 2D multicast linear whose in0 is block sharded."""
+    grid = grid_of(cfg)
+    check_grid_within_device(op, grid, plan.grid)
+    check_nonzero_block_dims(op, cfg.in0_block_w, cfg.per_core_M, cfg.per_core_N)
+    check_subblock_fits_dest(op, cfg.out_subblock_h, cfg.out_subblock_w, plan.matmul_dest_tiles)
+    check_mcast_block_divisibility(
+        op, cfg.per_core_M, cfg.per_core_N, cfg.out_block_h, cfg.out_block_w, cfg.out_subblock_h, cfg.out_subblock_w
+    )
+    check_kt_divisible(op, Kt, cfg.in0_block_w)
+    check_sharded_output_subblock(op, cfg.out_subblock_h, cfg.out_subblock_w, cfg.per_core_N)
+    check_mcast_num_blocks(op, plan.m_tiles, Nt, cfg.per_core_M, cfg.per_core_N, grid, cfg.transpose_mcast)
+    check_mcast_in0_shard(
+        op, in0.layout, in0.orientation, cfg.transpose_mcast, cfg.fuse_batch, in0.shard, cfg.per_core_M, cfg.in0_block_w
+    )
+    check_mcast_output(op, plan.matmul_output_memory_config.memory_layout, in0.layout)
+    if fused_gelu is not None:
+        activation = cfg.fused_activation
+        has_gelu = activation is not None and activation.op_type == ttnn.UnaryOpType.GELU
+        if fused_gelu and not has_gelu:
+            fail(RULE_MCAST, op, f"FF1 must fuse GELU into the matmul (fused_activation=(GELU, True)), got {activation}")
+        if not fused_gelu and activation is not None:
+            fail(RULE_MCAST, op, f"no activation belongs here, got {activation}")
+    out_grid = (math.ceil(Nt / cfg.per_core_N), math.ceil(plan.m_tiles / cfg.per_core_M))
+    out = Sharded(out_name, BLOCK, out_grid, (cfg.per_core_M * TILE, cfg.per_core_N * TILE), plan.activation_dtype)
+    act, wgt = tile_bytes(plan.activation_dtype), tile_bytes(plan.weight_dtype)
+    k_blocks = Kt // cfg.in0_block_w
+    l1 = {
+        "in0 shard": in0.shard_bytes,
+        "in0 mcast CB (x2)": 2 * cfg.per_core_M * cfg.in0_block_w * act,
+        "weights CB (x2)": 2 * cfg.in0_block_w * cfg.per_core_N * wgt,
+        "bias CB": cfg.per_core_N * wgt,
+        "output shard": out.shard_bytes,
+        "partials CB": (cfg.per_core_M * cfg.per_core_N * tile_bytes(ttnn.bfloat16)) if k_blocks > 1 else 0,
+    }
+    return Step(op, config_name, grid, BLOCK, out, [in0], l1)
+
+
+def _reshard_step(plan: ShardingPlan, op: str, x: Sharded, target: Sharded) -> Step:
+    check_grid_within_device(op, target.grid, plan.grid)
+    l1 = {"input shard": x.shard_bytes, "output shard": target.shard_bytes}
+    return Step(op, target.name, target.grid, target.layout, target, [x], l1)
+
+
+def _add_step(plan: ShardingPlan, op: str, a: Sharded, b: Sharded) -> Step:
+    """The residual add; its output takes ``a``'s shard spec (ttnn also accepts operands on different specs)."""
+    out = Sharded(op + " output", a.layout, a.grid, a.shard, plan.activation_dtype)
+    l1 = {"input shards": a.shard_bytes + b.shard_bytes, "output shard": out.shard_bytes}
+    return Step(op, "matmul_output_memory_config", a.grid, a.layout, out, [a, b], l1)
+
+
+def _split_heads_step(plan: ShardingPlan, qkv: Sharded) -> tuple[Step, Sharded, Sharded, Sharded]:
+    """create_qkv_heads (§2.5): the step (its output Q) and the Q, K^T and V heads."""
+    op, dims, act, B = "split_heads", plan.dims, plan.activation_dtype, plan.batch
+    S, hs = dims.padded_tokens, dims.head_size
+    check_dtype(op, act, ACTIVATION_DTYPES)
+    check_split_heads_input(op, qkv.layout)
+    check_split_heads_output(op, plan.heads_memory_config.memory_layout)
+    if plan.heads_memory_config.buffer_type != ttnn.BufferType.L1:
+        fail(RULE_SPLIT_HEADS, op, f"heads live in L1, got {plan.heads_memory_config.buffer_type}")
+    cols, rows = qkv.grid
+    check_split_heads_batch_rows(op, B, rows)
+    check_split_heads_cols(op, dims.heads, cols)
+    check_split_heads_l1(op, qkv.shard_tiles, tile_bytes(act), plan.l1_bytes_per_core)
+    cores = cols * rows
+    q = Sharded("query", HEIGHT, qkv.grid, (B * dims.heads * S // cores, hs), act)
+    k_t = Sharded("key (transposed)", HEIGHT, qkv.grid, (B * dims.heads * hs // cores, S), act)
+    v = Sharded("value", HEIGHT, qkv.grid, (B * dims.heads * S // cores, hs), act)
+    l1 = {"input shard": qkv.shard_bytes, "Q+K^T+V shards": q.shard_bytes + k_t.shard_bytes + v.shard_bytes}
+    return Step(op, "heads_memory_config", qkv.grid, HEIGHT, q, [qkv], l1), q, k_t, v
+
+
+def _reuse_step(plan: ShardingPlan, op: str, cfg, in0: Sharded, in1: Sharded, Mt: int, Kt: int, Nt: int, out_name: str) -> Step:
+    """§2.1 + §2.3 for one batched matmul of height-sharded heads (per-head Mt x Kt times Kt x Nt)."""
+    grid = grid_of(cfg)
+    total_Mt = plan.batch * plan.dims.heads * Mt
+    check_grid_within_device(op, grid, plan.grid)
+    check_grid_within_device(op, in0.grid, plan.grid)
+    check_nonzero_block_dims(op, cfg.in0_block_w, cfg.per_core_M, cfg.per_core_N)
+    check_subblock_fits_dest(op, cfg.out_subblock_h, cfg.out_subblock_w, plan.matmul_dest_tiles)
+    check_reuse_subblock_divisibility(op, cfg.per_core_M, cfg.per_core_N, cfg.out_subblock_h, cfg.out_subblock_w)
+    check_kt_divisible(op, Kt, cfg.in0_block_w)
+    out_layout = plan.heads_memory_config.memory_layout
+    check_sharded_output_subblock(op, cfg.out_subblock_h, cfg.out_subblock_w, cfg.per_core_N)
+    check_reuse_m(op, Mt, total_Mt, cfg.per_core_M)
+    check_reuse_full_n(op, Nt, cfg.per_core_N)
+    check_reuse_in0(op, in0.layout, Kt, in0.shard, cfg.in0_block_w, cfg.per_core_M)
+    check_reuse_in1(op, in1.layout, Mt, Kt, Nt, in1.shard, cfg.per_core_M, cfg.per_core_N)
+    check_reuse_same_sharding(op, in0.grid, in1.grid, in0.layout, in1.layout)
+    check_reuse_output_blocks(op, total_Mt, Nt, cfg.per_core_M, cfg.per_core_N, in0.grid[0] * in0.grid[1])
+    check_reuse_output_layout(op, out_layout)
+    if grid != in0.grid:
+        fail(RULE_REUSE, op, f"program grid {fmt_grid(grid)} must be the heads' shard grid {fmt_grid(in0.grid)}")
+    out = Sharded(out_name, out_layout, in0.grid, (cfg.per_core_M * TILE, cfg.per_core_N * TILE), plan.activation_dtype)
+    k_blocks = Kt // cfg.in0_block_w
+    l1 = {
+        "in0 shard": in0.shard_bytes,
+        "in1 shard": in1.shard_bytes,
+        "output shard": out.shard_bytes,
+        "partials CB": (cfg.per_core_M * cfg.per_core_N * tile_bytes(ttnn.bfloat16)) if k_blocks > 1 else 0,
+    }
+    return Step(op, op, grid, out_layout, out, [in0, in1], l1)
+
+
+def _softmax_step(plan: ShardingPlan, scores: Sharded) -> Step:
+    """Scale + mask + softmax in place on the height-sharded scores (§2.7)."""
+    op, cfg, dims, B = "softmax", plan.softmax, plan.dims, plan.batch
+    S = dims.padded_tokens
+    grid = grid_of(cfg)
+    check_grid_within_device(op, grid, plan.grid)
+    check_dtype(op, plan.activation_dtype, ACTIVATION_DTYPES)
+    check_softmax(
+        op,
+        M=B * dims.heads * S,
+        K=S,
+        last_dim=S,
+        grid=grid,
+        block_h=cfg.block_h,
+        block_w=cfg.block_w,
+        subblock_w=cfg.subblock_w,
+        shard=scores.shard,
+        shard_grid=scores.grid,
+        dest_tiles=plan.softmax_dest_tiles,
+    )
+    mask_sharded = plan.attention_mask_memory_config.is_sharded()
+    check_softmax_mask(op, plan.attention_mask_shape, plan.attention_mask_layout, mask_sharded, (B, dims.heads, S, S))
+    bf16_tile = tile_bytes(ttnn.bfloat16)
+    l1 = {
+        "scores shard (in place)": scores.shard_bytes,
+        "mask CB": cfg.block_w * bf16_tile,
+        "scaled+masked CB": cfg.block_w * bf16_tile,
+        "exp CBs": 2 * cfg.block_w * bf16_tile,
+        "scalar CBs": 4 * bf16_tile,
+    }
+    return Step(op, "softmax", grid, scores.layout, scores, [scores], l1)
+
+
+def _concat_heads_step(plan: ShardingPlan, heads: Sharded) -> Step:
+    """Concatenate heads -> [B, S, H] block sharded on the attention grid (nlp_concat_heads)."""
+    op, dims = "concatenate_heads", plan.dims
+    S = dims.padded_tokens
+    context = from_memory_config("context_memory_config", plan.context_memory_config, plan.activation_dtype)
+    check_concat_heads(op, heads.layout, context.layout, heads.shard, S, dims.heads)
+    heads_per_shard = heads.shard[0] // S
+    expected = (heads.shard[0] // heads_per_shard, heads.shard[1] * heads_per_shard)
+    if context.grid != heads.grid or context.shard != expected:
+        fail(
+            RULE_CONCAT_HEADS,
+            op,
+            f"output is [{expected[0]}, {expected[1]}] shards on the input's {fmt_grid(heads.grid)} grid; "
+            f"context_memory_config says {list(context.shard)} on {fmt_grid(context.grid)}",
+        )
+    check_block_shard("context_memory_config", (plan.batch * S, dims.hidden), context.grid, context.shard)
+    l1 = {"input shard": heads.shard_bytes, "output shard": context.shard_bytes}
+    return Step(op, "context_memory_config", context.grid, context.layout, context, [heads], l1)
