@@ -45,6 +45,10 @@ MEGABYTE = 2**20
 MAX_UPLOAD_MB = 128  # a 40-megapixel photo fits even as an uncompressed TIFF
 SERVER_DEFAULT_MB = 10  # Tornado's default websocket_max_message_size, what a plain `jupyter lab` lets through
 PREVIEW_PX = 224
+# Widget HTML inherits the 28 px line height of one-line controls; wrapped text reads better tighter.
+_TEXT_STYLE = "line-height:1.4"
+# As wide as the widget at most: 100% less the margin ipywidgets puts on either side of every child.
+_FULL_WIDTH = "calc(100% - 2 * var(--jp-widgets-margin))"
 
 
 @dataclass
@@ -77,12 +81,12 @@ class ClassifierWidget(widgets.VBox):
         # Fixed width, height from the picture, never stretched by its row; smaller only on narrow screens.
         self.preview = widgets.Image(
             format="png",
-            layout=widgets.Layout(width=f"{PREVIEW_PX}px", max_width="100%", height="auto", align_self="flex-start", object_fit="contain"),
+            layout=widgets.Layout(width=f"{PREVIEW_PX}px", max_width=_FULL_WIDTH, height="auto", align_self="flex-start", object_fit="contain"),
         )
         self.table = widgets.HTML()
         self.maps_note = widgets.HTML()
         self.maps_view = widgets.Image(
-            format="png", layout=widgets.Layout(max_width="100%", height="auto", align_self="flex-start", object_fit="contain")
+            format="png", layout=widgets.Layout(max_width=_FULL_WIDTH, height="auto", align_self="flex-start", object_fit="contain")
         )
         # Hidden until there is a result: an empty Image would show as a broken-image icon.
         self.result_view = widgets.VBox(
@@ -91,7 +95,7 @@ class ClassifierWidget(widgets.VBox):
         )
         self.upload.observe(self._on_upload, names="value")
         super().__init__(
-            children=[self.banner, widgets.HBox([self.upload, self.hint]), self.status, self.result_view],
+            children=[self.banner, widgets.HBox([self.upload, self.hint], layout=widgets.Layout(flex_flow="row wrap")), self.status, self.result_view],
             **kwargs,
         )
         self.add_class("deit-tt-widget")  # a handle for page styles and browser tests
@@ -206,7 +210,8 @@ class ClassifierWidget(widgets.VBox):
 
     @staticmethod
     def _status_html(text: str, kind: str) -> str:
-        """One line whatever the width: a long message ends in an ellipsis, the full text is its tooltip.
+        """One line whatever the width: a long message ends in an ellipsis, the full text is its tooltip
+        (``contain:inline-size`` keeps the text's length from widening the widget, so the ellipsis can show).
 
         ``kind`` is info, busy (with a spinning icon), ok or error.
         """
@@ -215,7 +220,7 @@ class ClassifierWidget(widgets.VBox):
         text = html.escape(text)
         return (
             f'<div class="deit-tt-status" data-kind="{kind}" title="{text}" '
-            f'style="color:{colour}; white-space:nowrap; overflow:hidden; text-overflow:ellipsis">{spinner}{text}</div>'
+            f'style="color:{colour}; contain:inline-size; white-space:nowrap; overflow:hidden; text-overflow:ellipsis">{spinner}{text}</div>'
         )
 
     @staticmethod
@@ -231,11 +236,7 @@ class ClassifierWidget(widgets.VBox):
                 for _, p in columns
             )
             rows.append(f"<tr><td>{rank + 1}</td>{cells}</tr>")
-        return f"<table><tr><th>#</th>{head}</tr>{''.join(rows)}</table>"
-
-
-# Widget HTML inherits the 28 px line height of one-line controls; wrapped text reads better tighter.
-_TEXT_STYLE = "line-height:1.4"
+        return f"<table style='{_TEXT_STYLE}'><tr><th>#</th>{head}</tr>{''.join(rows)}</table>"
 
 
 def _field(entry, key: str):
