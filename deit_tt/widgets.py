@@ -126,8 +126,7 @@ class ClassifierWidget(widgets.VBox):
         except UserFacingError as error:
             return self._fail(name, str(error))
         except Exception as error:  # keep the widget alive whatever happens; the details stay in last_exception
-            self.last_exception = error
-            return self._fail(name, f"{name}: classification failed ({type(error).__name__}); see the widget's last_exception")
+            return self._fail(name, f"{name}: classification failed ({type(error).__name__}); see the widget's last_exception", error)
         self.last_result, self.last_error, self.last_exception = result, None, None
         self.history.append((name, "ok"))
         top = result.classification.top1
@@ -186,8 +185,8 @@ class ClassifierWidget(widgets.VBox):
             canvas.paste(tile, (x, header))
         return _png(canvas)
 
-    def _fail(self, name: str, message: str) -> None:
-        self.last_result, self.last_error = None, message
+    def _fail(self, name: str, message: str, exception: BaseException | None = None) -> None:
+        self.last_result, self.last_error, self.last_exception = None, message, exception
         self.history.append((name, message))
         self.status.value = self._status_html(message, kind="error")
         return None

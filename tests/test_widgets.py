@@ -110,6 +110,8 @@ def test_pipeline_failure_is_one_line_and_widget_survives():
     upload(widget, kind_bytes("rgb_jpeg"), "photo.jpg")
     assert widget.last_error == "photo.jpg: classification failed (RuntimeError); see the widget's last_exception"
     assert str(widget.last_exception) == "L1 buffer clash\nsecond line"  # the details, for whoever debugs it
+    upload(widget, kind_bytes("not_an_image"), "notes.txt")
+    assert widget.last_exception is None  # an ordinary bad file leaves no stale exception behind
     widget.pipeline = shallow_pipeline(1)
     upload(widget, kind_bytes("rgb_jpeg"), "photo.jpg")
     assert_success(widget, "photo.jpg")
