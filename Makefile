@@ -19,8 +19,10 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m deit_tt classify data/images/*.jpg data/images/*.png
 
+# .jupyter/jupyter_server_config.json raises the websocket message limit (Tornado's default is 10 MiB),
+# so that the upload widget of notebook 03 receives large photos; other Jupyter config still applies.
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	JUPYTER_CONFIG_PATH=$(CURDIR)/.jupyter$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH} $(BIN)/jupyter lab notebooks/
 
 # Notebooks run with random DeiT-tiny weights unless DEIT_TT_MODEL says otherwise (CI cannot reach the hub).
 test: $(STAMP)

@@ -102,8 +102,8 @@ def _decode(stream, label: str) -> Image.Image:
         raise ImageError(label, "too_large", f"has too many pixels (decompression-bomb guard, limit {MAX_PIXELS:,}); downscale it first") from None
     except MemoryError:
         raise ImageError(label, "too_large", "is too large to decode in memory; downscale it first") from None
-    except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ... for bad data
-        raise ImageError(label, "corrupt", f"image data is truncated or corrupt ({_reason(error)}); re-export or re-download the file") from None
+    except Exception:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ... for bad data; its wording is not for users
+        raise ImageError(label, "corrupt", "image data is truncated or corrupt; re-export or re-download the file") from None
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
@@ -116,7 +116,7 @@ def _open_and_convert(stream, label: str) -> Image.Image:
         claimed = _sniff(stream.read(16))
         if claimed:
             raise ImageError(label, "corrupt", f"starts like a {claimed} file but its data is corrupt; re-export or re-download the file") from None
-        raise ImageError(label, "not_image", f"is not an image PIL can read; pass a {SUPPORTED} file") from None
+        raise ImageError(label, "not_image", f"is not an image file; pass a {SUPPORTED} file") from None
     with image:
         width, height = image.size
         if width * height > MAX_PIXELS:  # checked from the header, before the pixels are decoded

@@ -5,11 +5,18 @@ On upload it decodes the image (``deit_tt.images.load_image``), runs the pipelin
 and shows the top-5 of the averaged head, the CLS head and the distillation head, plus attention
 overlays of both tokens: the last layer (mean over heads) and the rollout through all layers.
 
+While a file is processed the button is disabled and a spinner shows; a new upload clears the previous
+result, so after a failure only the one-line message is shown. Files up to ``MAX_UPLOAD_MB`` are accepted,
+more than Jupyter's default websocket message limit (``SERVER_DEFAULT_MB``), above which a file never
+reaches the kernel: ``make lab`` starts JupyterLab with the repo's ``.jupyter/jupyter_server_config.json``,
+which raises that limit, and the widget's hint line says so.
+
 Everything shown is rendered into widgets (HTML, PNG ``Image``), and the outcome is kept in plain
 attributes, so the widget works - and can be tested - without a browser:
 
 - ``widget.last_result``: a ``WidgetResult`` for the last successful upload (None after a failure);
 - ``widget.last_error``: the one-line message of the last failed upload (None after a success);
+- ``widget.last_exception``: the exception behind an unexpected failure, for debugging (else None);
 - ``widget.history``: ``(file name, "ok" | error message)`` for each upload handled.
 
 Headless use: assign ``widget.upload.value = ({"name": ..., "type": ..., "size": ..., "content":
@@ -29,11 +36,19 @@ from PIL import Image
 from deit_tt import attention
 from deit_tt.classify import ClassificationResult, class_names, results_from_output
 from deit_tt.errors import UserFacingError
-from deit_tt.images import load_image
+from deit_tt.images import SUPPORTED, ImageError, load_image
 from deit_tt.labels import short_name
 from deit_tt.preprocessing import preprocess
 
 TOP_K = 5
+MEGABYTE = 2**20
+MAX_UPLOAD_MB = 128  # a 40-megapixel photo fits even as an uncompressed TIFF
+SERVER_DEFAULT_MB = 10  # Tornado's default websocket_max_message_size, what a plain `jupyter lab` lets through
+PREVIEW_PX = 224
+# Widget HTML inherits the 28 px line height of one-line controls; wrapped text reads better tighter.
+_TEXT_STYLE = "line-height:1.4"
+# As wide as the widget at most: 100% less the margin ipywidgets puts on either side of every child.
+_FULL_WIDTH = "calc(100% - 2 * var(--jp-widgets-margin))"
 
 
 @dataclass
@@ -48,31 +63,43 @@ class WidgetResult:
 class ClassifierWidget(widgets.VBox):
     """Upload an image, see DeiT's predictions and the attention of its CLS and distillation tokens."""
 
-    def __init__(self, pipeline, top_k: int = TOP_K, **kwargs):
+    def __init__(self, pipeline, top_k: int = TOP_K, max_upload_mb: float = MAX_UPLOAD_MB, **kwargs):
         pipeline.runtime.require_values("the upload widget")
         self.pipeline = pipeline
         self.top_k = top_k
+        self.max_upload_mb = max_upload_mb
         self.last_result: WidgetResult | None = None
         self.last_error: str | None = None
+        self.last_exception: BaseException | None = None
         self.history: list[tuple[str, str]] = []
-        self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="Upload image")
+        # ipywidgets 8 shows "<description> (<file count>)": the button takes the width of its text, never shrinks.
+        self.upload = widgets.FileUpload(
+            accept="image/*", multiple=False, description="Upload image", layout=widgets.Layout(width="auto", flex="0 0 auto")
+        )
+        self.hint = widgets.HTML(value=self._hint_html())
         self.status = widgets.HTML(value=self._status_html("Choose an image to classify.", kind="info"))
-        self.banner = widgets.HTML(value=f"<code>{html.escape(pipeline.banner())}</code>")
-        self.preview = widgets.Image(format="png", layout=widgets.Layout(max_width="224px"))
+        self.banner = widgets.HTML(value=f'<div style="{_TEXT_STYLE}"><code>{html.escape(pipeline.banner())}</code></div>')
+        # Fixed width, height from the picture, never stretched by its row; smaller only on narrow screens.
+        self.preview = widgets.Image(
+            format="png",
+            layout=widgets.Layout(width=f"{PREVIEW_PX}px", max_width=_FULL_WIDTH, height="auto", align_self="flex-start", object_fit="contain"),
+        )
         self.table = widgets.HTML()
         self.maps_note = widgets.HTML()
-        self.maps_view = widgets.Image(format="png", layout=widgets.Layout(max_width="760px"))
+        self.maps_view = widgets.Image(
+            format="png", layout=widgets.Layout(max_width=_FULL_WIDTH, height="auto", align_self="flex-start", object_fit="contain")
+        )
+        # Hidden until there is a result: an empty Image would show as a broken-image icon.
+        self.result_view = widgets.VBox(
+            [widgets.HBox([self.preview, self.table], layout=widgets.Layout(flex_flow="row wrap")), self.maps_note, self.maps_view],
+            layout=widgets.Layout(display="none"),
+        )
         self.upload.observe(self._on_upload, names="value")
         super().__init__(
-            children=[
-                self.banner,
-                widgets.HBox([self.upload, self.status]),
-                widgets.HBox([self.preview, self.table]),
-                self.maps_note,
-                self.maps_view,
-            ],
+            children=[self.banner, widgets.HBox([self.upload, self.hint], layout=widgets.Layout(flex_flow="row wrap")), self.status, self.result_view],
             **kwargs,
         )
+        self.add_class("deit-tt-widget")  # a handle for page styles and browser tests
 
     # ------------------------------------------------------------------ events
 
@@ -82,24 +109,30 @@ class ClassifierWidget(widgets.VBox):
             return  # reset to () - by us after an upload, or by the user
         entry = files[0]
         name = str(_field(entry, "name") or "upload")
+        self.upload.disabled = True
         try:
             self.process(bytes(_field(entry, "content") or b""), name)
         finally:
             self.upload.value = ()  # lets the same file be uploaded again
+            self.upload.disabled = False
 
     def process(self, content: bytes, name: str = "upload") -> WidgetResult | None:
         """Classify one encoded image and update the display; never raises for a bad image."""
-        self.status.value = self._status_html(f"Classifying {name} ...", kind="info")
+        self._clear()
+        self.status.value = self._status_html(f"Classifying {name} ...", kind="busy")
         try:
+            if len(content) > self.max_upload_mb * MEGABYTE:
+                raise ImageError(name, "too_large", f"is {len(content) / MEGABYTE:.0f} MB, over the {self.max_upload_mb:g} MB upload limit; downscale it first")
             result = self._classify(content, name)
         except UserFacingError as error:
             return self._fail(name, str(error))
-        except Exception as error:  # keep the widget alive whatever happens; say what it was in one line
-            return self._fail(name, f"{name}: unexpected {type(error).__name__}: {' '.join(str(error).split())}")
-        self.last_result, self.last_error = result, None
+        except Exception as error:  # keep the widget alive whatever happens; the details stay in last_exception
+            return self._fail(name, f"{name}: classification failed ({type(error).__name__}); see the widget's last_exception", error)
+        self.last_result, self.last_error, self.last_exception = result, None, None
         self.history.append((name, "ok"))
         top = result.classification.top1
         self.status.value = self._status_html(f"{name}: {short_name(top.label)} ({top.score:.1%})", kind="ok")
+        self.result_view.layout.display = "flex"
         return result
 
     # ------------------------------------------------------------------ work
@@ -153,22 +186,42 @@ class ClassifierWidget(widgets.VBox):
             canvas.paste(tile, (x, header))
         return _png(canvas)
 
-    def _fail(self, name: str, message: str) -> None:
-        self.last_result, self.last_error = None, message
+    def _fail(self, name: str, message: str, exception: BaseException | None = None) -> None:
+        self.last_result, self.last_error, self.last_exception = None, message, exception
         self.history.append((name, message))
         self.status.value = self._status_html(message, kind="error")
+        return None
+
+    def _clear(self) -> None:
+        """Hide and empty the result views, so nothing stale stays on screen."""
+        self.result_view.layout.display = "none"
         self.preview.value = b""
         self.table.value = ""
         self.maps_view.value = b""
         self.maps_note.value = ""
-        return None
 
     # ------------------------------------------------------------------ display
 
+    def _hint_html(self) -> str:
+        return (
+            f'<div style="{_TEXT_STYLE}; color:#666">{SUPPORTED}, up to {self.max_upload_mb:g} MB '
+            f"(over {SERVER_DEFAULT_MB} MB needs JupyterLab started by <code>make lab</code>)</div>"
+        )
+
     @staticmethod
     def _status_html(text: str, kind: str) -> str:
+        """One line whatever the width: a long message ends in an ellipsis, the full text is its tooltip
+        (``contain:inline-size`` keeps the text's length from widening the widget, so the ellipsis can show).
+
+        ``kind`` is info, busy (with a spinning icon), ok or error.
+        """
         colour = {"error": "#b00020", "ok": "#1b5e20"}.get(kind, "#444")
-        return f'<span style="color:{colour}">{html.escape(text)}</span>'
+        spinner = '<i class="fa fa-spinner fa-spin"></i> ' if kind == "busy" else ""
+        text = html.escape(text)
+        return (
+            f'<div class="deit-tt-status" data-kind="{kind}" title="{text}" '
+            f'style="color:{colour}; contain:inline-size; white-space:nowrap; overflow:hidden; text-overflow:ellipsis">{spinner}{text}</div>'
+        )
 
     @staticmethod
     def _table_html(result: ClassificationResult) -> str:
@@ -183,7 +236,7 @@ class ClassifierWidget(widgets.VBox):
                 for _, p in columns
             )
             rows.append(f"<tr><td>{rank + 1}</td>{cells}</tr>")
-        return f"<table><tr><th>#</th>{head}</tr>{''.join(rows)}</table>"
+        return f"<table style='{_TEXT_STYLE}'><tr><th>#</th>{head}</tr>{''.join(rows)}</table>"
 
 
 def _field(entry, key: str):

@@ -188,7 +188,7 @@ def test_table_output(tmp_path):
     assert lines[0] == tiny_pipeline().banner()
     error_lines = [line for line in lines if "ERROR" in line]
     assert len(error_lines) == 2
-    assert error_lines[0] == f"ERROR {bad}: is not an image PIL can read; pass a JPEG, PNG, WebP, GIF, BMP or TIFF file"
+    assert error_lines[0] == f"ERROR {bad}: is not an image file; pass a JPEG, PNG, WebP, GIF, BMP or TIFF file"
     assert error_lines[1] == f"ERROR {tmp_path / 'gone.png'}: no such file; check the path"
     block = lines[lines.index(str(good)) :][:4]
     assert "average of heads" in block[1] and "CLS head" in block[1] and "distillation head" in block[1]

@@ -1,14 +1,17 @@
 """The upload widget, driven headlessly the way ipywidgets 8 delivers uploads: every image kind, invalid
-files (one-line message, widget keeps working), the empty value, and the browser's Bunch entries."""
+files (one-line message, widget keeps working), the empty value, the browser's Bunch entries, the busy
+state, the size limit and what is left on screen after a failure. tests/test_browser.py shows it in a page."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import pytest
 import torch
 
-from deit_tt.widgets import ClassifierWidget
+from deit_tt.widgets import MAX_UPLOAD_MB, MEGABYTE, SERVER_DEFAULT_MB, ClassifierWidget
+from lab_server import SERVER_CONFIG_DIR
 from test_classify import SHALLOW_LAYERS, shallow_pipeline, tiny_pipeline
 from test_images import DATA_IMAGES, INVALID_KINDS, VALID_KINDS, kind_bytes, kind_filename
 
@@ -39,7 +42,9 @@ def assert_success(widget: ClassifierWidget, name: str) -> None:
     assert all(value.shape == (14, 14) for value in result.maps.values())
     assert result.figure_png.startswith(b"\x89PNG")
     assert widget.maps_view.value == result.figure_png and bytes(widget.preview.value).startswith(b"\x89PNG")
-    assert "<table>" in widget.table.value and name in widget.status.value
+    assert "<table" in widget.table.value and name in widget.status.value
+    assert widget.result_view.layout.display == "flex"
+    assert not widget.upload.disabled
     assert widget.upload.value == ()  # reset, so the same file can be chosen again
     assert widget.history[-1] == (name, "ok")
 
@@ -60,6 +65,7 @@ def test_invalid_kind_gives_one_line_message(widget, kind):
     assert message and "\n" not in message and message.startswith(f"{name}: ") and "Traceback" not in message
     assert "b00020" in widget.status.value and name in widget.status.value  # shown, in red
     assert bytes(widget.maps_view.value) == b"" and widget.table.value == ""
+    assert widget.result_view.layout.display == "none"  # no empty image slots (broken-image icons) on screen
     assert widget.upload.value == () and widget.history == [(name, message)]
 
 
@@ -102,10 +108,70 @@ def test_pipeline_failure_is_one_line_and_widget_survives():
 
     widget = ClassifierWidget(Broken())
     upload(widget, kind_bytes("rgb_jpeg"), "photo.jpg")
-    assert widget.last_error == "photo.jpg: unexpected RuntimeError: L1 buffer clash second line"
+    assert widget.last_error == "photo.jpg: classification failed (RuntimeError); see the widget's last_exception"
+    assert str(widget.last_exception) == "L1 buffer clash\nsecond line"  # the details, for whoever debugs it
+    upload(widget, kind_bytes("not_an_image"), "notes.txt")
+    assert widget.last_exception is None  # an ordinary bad file leaves no stale exception behind
     widget.pipeline = shallow_pipeline(1)
     upload(widget, kind_bytes("rgb_jpeg"), "photo.jpg")
     assert_success(widget, "photo.jpg")
+    assert widget.last_exception is None
+
+
+def test_corrupt_file_message_is_in_our_words(widget):
+    upload(widget, kind_bytes("truncated_jpeg"), "cut.jpg")
+    assert widget.last_error == "cut.jpg: image data is truncated or corrupt; re-export or re-download the file"
+
+
+def test_nothing_shown_before_the_first_upload(widget):
+    assert widget.result_view.layout.display == "none" and widget.last_result is None
+    assert "Choose an image" in widget.status.value
+
+
+def test_failure_clears_the_previous_result(widget):
+    upload(widget, kind_bytes("rgb_jpeg"), "good.jpg")
+    assert_success(widget, "good.jpg")
+    upload(widget, kind_bytes("not_an_image"), "notes.txt")
+    assert widget.result_view.layout.display == "none" and widget.last_result is None
+    assert bytes(widget.preview.value) == b"" and widget.table.value == "" and "good.jpg" not in widget.status.value
+
+
+def test_busy_while_processing():
+    """The kernel sends trait changes as they happen: meanwhile a person sees a disabled button and a spinner."""
+    seen = []
+
+    class Watcher:
+        def __init__(self, pipeline):
+            self.pipeline, self.checkpoint = pipeline, pipeline.checkpoint
+
+        def banner(self):
+            return self.pipeline.banner()
+
+        def __call__(self, *args, **kwargs):
+            seen.append((widget.upload.disabled, widget.result_view.layout.display, widget.status.value))
+            return self.pipeline(*args, **kwargs)
+
+    widget = ClassifierWidget(Watcher(shallow_pipeline(1)))
+    upload(widget, kind_bytes("rgb_jpeg"), "photo.jpg")
+    ((disabled, display, status),) = seen
+    assert disabled and display == "none" and "fa-spin" in status and "Classifying photo.jpg" in status
+    assert_success(widget, "photo.jpg")
+
+
+def test_size_limit_is_stated_and_enforced():
+    widget = ClassifierWidget(shallow_pipeline(1), max_upload_mb=1)
+    assert "up to 1 MB" in widget.hint.value and "make lab" in widget.hint.value
+    upload(widget, b"\0" * (2 * MEGABYTE), "huge.jpg")
+    assert widget.last_error == "huge.jpg: is 2 MB, over the 1 MB upload limit; downscale it first"
+    upload(widget, kind_bytes("rgb_jpeg"), "small.jpg")
+    assert_success(widget, "small.jpg")
+
+
+def test_repo_server_config_lets_the_largest_upload_through():
+    """`make lab` and the browser test start JupyterLab with this config; Tornado's default would drop the message."""
+    config = json.loads((SERVER_CONFIG_DIR / "jupyter_server_config.json").read_text())
+    limit = config["ServerApp"]["tornado_settings"]["websocket_max_message_size"]
+    assert limit >= 2 * MAX_UPLOAD_MB * MEGABYTE > SERVER_DEFAULT_MB * MEGABYTE  # room for the message's own framing
 
 
 def test_full_depth_model_and_maps_match_attention_module():
