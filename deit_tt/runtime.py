@@ -184,7 +184,7 @@ def select_runtime(executor: str | None = None, chip: str | None = None, devices
             raise UserFacingError(f"the host executor runs on one (emulated) chip; --devices {devices} needs a card or --executor mock")
         return Runtime("host", prepare_host(chip or DEFAULT_HOST_CHIP))
     if executor == "mock":
-        return open_mock(chip or DEFAULT_HOST_CHIP, devices)
+        return open_mock(chip, devices)
     has_card = probe_card()
     if executor == "device" and not has_card:
         raise UserFacingError(
@@ -198,13 +198,22 @@ def select_runtime(executor: str | None = None, chip: str | None = None, devices
     return Runtime("host", prepare_host(chip or DEFAULT_HOST_CHIP))
 
 
-def open_mock(chip: str = DEFAULT_HOST_CHIP, devices: int | None = None, mesh_shape: tuple[int, int] | None = None) -> Runtime:
-    """Open tt-metal's mock device for ``chip`` (all its chips, or ``devices`` of them, as one 1 x N mesh unless
-    ``mesh_shape`` says otherwise): every op of the device path runs ttnn's host side, no kernel runs."""
-    selected = _chip(chip)
-    if MOCK_CLUSTER_ENV in os.environ and _mocked_chip is None:  # the user's own descriptor
-        device = _open_mock_device(devices or 1)
-        return Runtime("mock", _device_chip(device, chip), device)
+def open_mock(chip: str | None = None, devices: int | None = None, mesh_shape: tuple[int, int] | None = None) -> Runtime:
+    """Open tt-metal's mock device for ``chip`` (default n150; all its chips, or ``devices`` of them, as one 1 x N mesh
+    unless ``mesh_shape`` says otherwise): every op of the device path runs ttnn's host side, no kernel runs.
+
+    A descriptor the user set in TT_METAL_MOCK_CLUSTER_DESC_PATH is used as it is, unless another chip is asked for.
+    """
+    selected = _chip(chip or DEFAULT_HOST_CHIP)
+    inherited = os.environ.get(MOCK_CLUSTER_ENV)
+    if inherited and _mocked_chip is None and inherited != _descriptor_path(selected):  # the user's own descriptor
+        if chip is not None:
+            raise mock_device.MockDeviceError(
+                f"{MOCK_CLUSTER_ENV} is set ({os.environ[MOCK_CLUSTER_ENV]}), so ttnn mocks that system: unset it to "
+                f"mock the {chip}, or leave out the chip to use your descriptor"
+            )
+        device = _open_mock_device(devices or 1, mesh_shape)
+        return Runtime("mock", _device_chip(device, None), device)
     if _mocked_chip is not None and _mocked_chip.descriptor != selected.descriptor:
         raise mock_device.MockDeviceError(
             f"this process already set ttnn up for the {_mocked_chip.name} mock, and ttnn reads the cluster "
@@ -257,9 +266,12 @@ def _hand_mock_to_ttnn(chip: Chip, require_device: bool) -> None:
     for name, value in environment.items():
         os.environ.setdefault(name, value)
     if _mocked_chip is None:
-        path = resources.files("deit_tt").joinpath(f"assets/cluster_descriptors/{chip.descriptor}")
-        os.environ[MOCK_CLUSTER_ENV] = str(path)
+        os.environ[MOCK_CLUSTER_ENV] = _descriptor_path(chip)
         _mocked_chip = chip
+
+
+def _descriptor_path(chip: Chip) -> str:
+    return str(resources.files("deit_tt").joinpath(f"assets/cluster_descriptors/{chip.descriptor}"))
 
 
 def _refuse_inherited_mock() -> None:

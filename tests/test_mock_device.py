@@ -40,8 +40,10 @@ def mock_processes():
     """The per-chip matrix and the mesh forwards, each a process of its own (ttnn reads one descriptor per process),
     two at a time on the 2 cores; each test waits for the one it needs."""
 
+    environment = {name: value for name, value in os.environ.items() if name != runtime.MOCK_CLUSTER_ENV}  # conftest's n150
+
     def run(*arguments):
-        return subprocess.run([sys.executable, *arguments], capture_output=True, text=True, cwd=ROOT, timeout=900)
+        return subprocess.run([sys.executable, *arguments], capture_output=True, text=True, cwd=ROOT, env=environment, timeout=900)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         jobs = {chip: pool.submit(run, "tests/mock_matrix.py", "--chip", chip) for chip in MATRIX_CHIPS}
@@ -112,6 +114,16 @@ def test_missing_binutils_is_one_line_naming_the_debian_package(monkeypatch):
         mock_device.mock_environment()
     message = str(excinfo.value)
     assert "apt-get install binutils-riscv64-unknown-elf" in message and "\n" not in message
+
+
+def test_a_user_set_descriptor_is_used_unless_another_chip_is_asked_for(monkeypatch):
+    monkeypatch.setattr(runtime, "_mocked_chip", None)
+    monkeypatch.setenv(runtime.MOCK_CLUSTER_ENV, "/users/own/galaxy.yaml")
+    with pytest.raises(mock_device.MockDeviceError) as excinfo:
+        runtime.open_mock("p150")
+    message = str(excinfo.value)
+    assert message.startswith("TT_METAL_MOCK_CLUSTER_DESC_PATH is set (/users/own/galaxy.yaml)") and "unset it" in message
+    assert "\n" not in message
 
 
 def test_a_second_chip_in_one_process_is_refused_with_the_reason():
