@@ -121,7 +121,7 @@ def walk(plan: ShardingPlan) -> list[Step]:
 
     # The encoder activation [B*S, H], block sharded on the encoder grid.
     hidden = _planned_block_shard(plan, "encoder_memory_config", "encoder", plan.encoder_grid, H)
-    steps = [_layernorm_step(plan, "layernorm_before", hidden, True)]
+    steps = [_layernorm_step(plan, "layernorm_before", hidden)]
     qkv = _mcast_step(plan, "qkv", "qkv", plan.qkv, steps[-1].out, Ht, 3 * Ht, "qkv output")
     steps.append(qkv)
 
@@ -142,13 +142,13 @@ def walk(plan: ShardingPlan) -> list[Step]:
     # Self output + residual, LayerNorm, FF1 (GELU fused), FF2 + residual.
     self_out = _mcast_step(plan, "self_output", "self_output", plan.self_output, hidden, Ht, Ht, "self output")
     steps += [self_out, _add_step(plan, "residual_add_attention", self_out.out, hidden)]
-    ln2 = _layernorm_step(plan, "layernorm_after", hidden, True)
+    ln2 = _layernorm_step(plan, "layernorm_after", hidden)
     ff1 = _mcast_step(plan, "ff1", "ff1", plan.ff1, ln2.out, Ht, It, "ff1 output", fused_gelu=True)
     ff2 = _mcast_step(plan, "ff2", "ff2", plan.ff2, ff1.out, It, Ht, "ff2 output", fused_gelu=False)
     steps += [ln2, ff1, ff2, _add_step(plan, "residual_add_mlp", ff2.out, hidden)]
 
     # Head: final LayerNorm, reshard onto the classifier grid, the two classifier linears.
-    final_ln = _layernorm_step(plan, "final_layernorm", hidden, False)
+    final_ln = _layernorm_step(plan, "final_layernorm", hidden)
     cls_in = _planned_block_shard(plan, "classifier_memory_config", "classifier", plan.classifier_grid, H)
     steps += [final_ln, _reshard_step(plan, "reshard_classifier", final_ln.out, cls_in)]
     for name in ("cls_classifier", "distillation_classifier"):
@@ -169,12 +169,13 @@ def _planned_block_shard(plan: ShardingPlan, name: str, grid_name: str, grid: tt
     return x
 
 
-def _layernorm_step(plan: ShardingPlan, op: str, x: Sharded, with_compute: bool) -> Step:
+def _layernorm_step(plan: ShardingPlan, op: str, x: Sharded) -> Step:
+    """Every LayerNorm (before, after, final) runs with ``plan.layernorm`` and ``plan.layernorm_compute``."""
     cfg = plan.layernorm
     grid = grid_of(cfg)
     check_grid_within_device(op, grid, plan.grid)
-    fp32_acc = bool(plan.layernorm_compute.fp32_dest_acc_en) if with_compute else False
-    full_sync = bool(plan.layernorm_compute.dst_full_sync_en) if with_compute else False
+    fp32_acc = bool(plan.layernorm_compute.fp32_dest_acc_en)
+    full_sync = bool(plan.layernorm_compute.dst_full_sync_en)
     check_layernorm(
         op,
         Mt=plan.m_tiles,
@@ -200,7 +201,7 @@ def _layernorm_step(plan: ShardingPlan, op: str, x: Sharded, with_compute: bool)
         "x-mean CB": cfg.block_h * cfg.block_w * bf16_tile,
         "stats CBs": (4 * cfg.block_h + 2) * bf16_tile,
     }
-    return Step(op, "layernorm" + (" + layernorm_compute" if with_compute else ""), grid, x.layout, out, [x], l1)
+    return Step(op, "layernorm + layernorm_compute", grid, x.layout, out, [x], l1)
 
 
 def _mcast_step(
