@@ -233,14 +233,17 @@ def test_the_mock_executor_is_refused_where_values_are_needed_before_anything_lo
 
 
 @needs_mock
-def test_the_library_refuses_mock_outputs_too(mock_n150):
+def test_the_library_and_the_widget_refuse_mock_outputs_too(mock_n150):
     from deit_tt.classify import classify_sources
     from deit_tt.errors import UserFacingError
+    from deit_tt.widgets import ClassifierWidget
 
     pipeline = DeiTPipeline(random_checkpoint("tiny"), mock_n150, get_policy("bf8"), 1)
     try:
         with pytest.raises(UserFacingError, match="classify needs computed values"):
             classify_sources(pipeline, [("photo", str(next((ROOT / "data" / "images").glob("*.jpg"))))])
+        with pytest.raises(UserFacingError, match="the upload widget needs computed values"):
+            ClassifierWidget(pipeline)
     finally:
         pipeline.model.release()
 

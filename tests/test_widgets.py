@@ -99,6 +99,7 @@ def test_browser_message_path(widget):
 def test_pipeline_failure_is_one_line_and_widget_survives():
     class Broken:
         checkpoint = shallow_pipeline(1).checkpoint
+        runtime = shallow_pipeline(1).runtime
 
         def banner(self):
             return "broken pipeline"
@@ -142,7 +143,7 @@ def test_busy_while_processing():
 
     class Watcher:
         def __init__(self, pipeline):
-            self.pipeline, self.checkpoint = pipeline, pipeline.checkpoint
+            self.pipeline, self.checkpoint, self.runtime = pipeline, pipeline.checkpoint, pipeline.runtime
 
         def banner(self):
             return self.pipeline.banner()
@@ -180,7 +181,7 @@ def test_full_depth_model_and_maps_match_attention_module():
 
     class Recorder:
         def __init__(self, pipeline):
-            self.pipeline, self.checkpoint, self.outputs = pipeline, pipeline.checkpoint, []
+            self.pipeline, self.checkpoint, self.runtime, self.outputs = pipeline, pipeline.checkpoint, pipeline.runtime, []
 
         def banner(self):
             return self.pipeline.banner()
