@@ -101,7 +101,10 @@ class Preprocessor:
         self.model_name = model_name
         self._processor = None
         if mode == "official":
-            self.description = "official: shorter side to 256 (PIL bicubic), centre crop 224, ImageNet mean/std (DeiT's eval recipe)"
+            self.description = (
+                "official: shorter side to 256 (PIL bicubic), centre crop 224, ImageNet mean/std "
+                "(DeiT's eval recipe, identical to torchvision's)"
+            )
             return
         if not model_name:
             raise EvaluationError("--preprocess hf needs a model whose image processor to use")
