@@ -80,7 +80,8 @@ def own_classes_pipeline(tmp_path_factory):
 
 def test_classify_json_reports_the_checkpoint_s_labels(own_classes_pipeline):
     image = str(DATA_IMAGES / "cat_chelsea.jpg")
-    code, out, _, _ = run_cli(["classify", image, "--json", "--executor", "host"], pipeline=own_classes_pipeline)
+    folder = own_classes_pipeline.checkpoint.name
+    code, out, _, _ = run_cli(["classify", image, "--json", "--model", folder, "--executor", "host"], pipeline=own_classes_pipeline)
     assert code == 0
     labels = [item["label"] for item in json.loads(out)[0]]
     assert len(labels) == 5 and set(labels) <= set(OWN_NAMES)
