@@ -7,6 +7,9 @@ PYTHON ?= python3.12
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# ttnn logs its configuration at DEBUG while it is imported; deit_tt quiets it from its own import on, and
+# this covers an `import ttnn` that comes first (notebook kernels and tests inherit it). Override to see more.
+export LOGURU_LEVEL ?= WARNING
 
 .PHONY: demo lab test test-fast clean-venv
 

@@ -60,6 +60,7 @@ _FAST_MIN_EXPONENT = 30
 _NAN_EXPONENT = 255
 _F32_SHIFT = 23  # mantissa bits of float32
 _CHUNK_ROWS = 32768  # rows of 16 per slice: 2 MiB of float32
+_INVERSE_FINE_BITS = 277 << _F32_SHIFT  # minus E << 23: the float32 bits of 2**(150 - E) = 1 / fine
 _SCRATCH = threading.local()
 
 
@@ -114,14 +115,14 @@ def _round_block_float(tensor: torch.Tensor, mantissa_bits: int) -> torch.Tensor
 
     # Shared exponent E per row of 16: the largest exponent field. With the sign bit cleared,
     # float32 bit patterns order like their magnitudes (inf and NaN come out on top), so a max over
-    # int32 finds it. The max over each 16 is a 4-step tree on the flat tensor: step k compares
-    # every element with the one 8, 4, 2, 1 places further on, so after the last step the first
-    # element of each row holds the row's max (the other positions hold junk we ignore).
+    # int32 finds it: one amax over each row of 16.
     #
     # Step 2 in float32: in units of fine = 2**(E - 150) the shifted mantissa is trunc(x / fine),
     # an integer below 2**24, and m is that integer rounded half-to-even to a multiple of
-    # 2**step_bits. Adding 1.5 * 2**(23 + step_bits) does that rounding (the sum's last bit is worth
-    # exactly one step); subtracting it again leaves m * 2**step_bits, with -0 turned into +0.
+    # 2**step_bits. For bfloat16 input (8 significant bits) x / fine is an integer whenever
+    # E - e <= 16, and below 2**7, far under half a step, otherwise: the truncation is a no-op and
+    # a multiplication by the power of two 1 / fine computes x / fine exactly. Adding
+    # 1.5 * 2**(23 + step_bits) does the rounding (the sum's last bit is worth exactly one step); subtracting it again leaves m * 2**step_bits, with -0 turned into +0.
     # Finally m * 2**step_bits * fine = m * unit is exact in bfloat16.
     #
     # This runs on slices of _CHUNK_ROWS rows (a loop over cache-sized slices, not over tiles: each
@@ -143,15 +144,17 @@ def _round_block_float(tensor: torch.Tensor, mantissa_bits: int) -> torch.Tensor
         chunk = groups[start:stop]
         if as_float is not None:  # bfloat16 -> float32 is exact; ttnn packs both the same way
             chunk = as_float[:k].view(-1, BLOCK_SIZE).copy_(chunk)
-        torch.abs(chunk, out=scratch_a[:k].view(torch.float32).view(-1, BLOCK_SIZE))  # clears the sign bit
-        flat, level = scratch_a[:k], scratch_b[:k]
-        for offset in (8, 4, 2, 1):
-            torch.maximum(flat[:-offset], flat[offset:], out=level[:-offset])
-            flat, level = level, flat
-        chunk_max = row_max[start:stop].copy_(flat.view(-1, BLOCK_SIZE)[:, :1])
-        fine = torch.clamp(chunk_max, low, high).bitwise_and_(0x7F800000).view(torch.float32)
-        fine.mul_(2.0**-23)  # 2**(E - 150), E clamped to the fast path's range
-        q = torch.div(chunk, fine, rounding_mode="trunc", out=level.view(torch.float32).view(-1, BLOCK_SIZE))
+        magnitudes = scratch_a[:k].view(-1, BLOCK_SIZE)
+        torch.abs(chunk, out=magnitudes.view(torch.float32))  # clears the sign bit
+        chunk_max = torch.amax(magnitudes, dim=1, keepdim=True, out=row_max[start:stop])
+        exponent_bits = torch.clamp(chunk_max, low, high).bitwise_and_(0x7F800000)  # E << 23, E clamped
+        q = scratch_b[:k].view(torch.float32).view(-1, BLOCK_SIZE)
+        if as_float is None:
+            fine = exponent_bits.view(torch.float32).mul(2.0**-23)  # 2**(E - 150)
+            torch.div(chunk, fine, rounding_mode="trunc", out=q)
+        else:  # bfloat16 input: x / fine is exact and truncation never changes the result (see above)
+            torch.mul(chunk, exponent_bits.neg().add_(_INVERSE_FINE_BITS).view(torch.float32), out=q)
+            fine = exponent_bits.view(torch.float32).mul_(2.0**-23)
         q.add_(magic).sub_(magic).clamp_(-largest, largest)  # step 3: m <= 127 (7), never a carry
         out[start:stop].copy_(q.mul_(fine))  # m * unit, exact in bfloat16
 

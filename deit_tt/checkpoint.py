@@ -8,7 +8,6 @@ such a model are meaningless; ``Checkpoint.is_random`` lets every report say so.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -17,10 +16,9 @@ import torch
 from transformers import DeiTConfig, DeiTForImageClassification, DeiTForImageClassificationWithTeacher
 
 from deit_tt.errors import UserFacingError
+from deit_tt.hub import hub_unreachable, resolve_model_name, unloadable_reason, unreachable_message
 from deit_tt.labels import imagenet_class_names
 
-DEFAULT_MODEL = "facebook/deit-base-distilled-patch16-224"
-MODEL_ENV = "DEIT_TT_MODEL"
 RANDOM_SEED = 0
 RANDOM_INIT_VERSION = 2  # part of the identity of random checkpoints (and so of their conversion cache key)
 
@@ -56,14 +54,11 @@ class Checkpoint:
         return f"model: {self.name} | {kind}"
 
 
-def resolve_model_name(model: str | None = None) -> str:
-    return model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
-
-
 def load_checkpoint(model: str | None = None) -> Checkpoint:
     """Load ``model`` (default: $DEIT_TT_MODEL, then facebook/deit-base-distilled-patch16-224) in fp32, eval mode.
 
-    Attention is eager so that attention probabilities can be captured.
+    Attention is eager so that attention probabilities can be captured. When the hub cannot be reached,
+    a hub id loads from the local cache without any request, or fails at once (``deit_tt.hub``).
     """
     name = resolve_model_name(model)
     if name.startswith("random:"):
@@ -73,7 +68,10 @@ def load_checkpoint(model: str | None = None) -> Checkpoint:
         return _load_pretrained(str(path), name, identity=_directory_fingerprint(path))
     if path.suffix or name.startswith((".", "/", "~")):
         raise CheckpointError(f"checkpoint directory {name!r} does not exist; pass a folder written by save_pretrained")
-    return _load_pretrained(name, name, identity=None)
+    problem = unloadable_reason(name)
+    if problem:
+        raise CheckpointError(problem)
+    return _load_pretrained(name, name, identity=None, local_files_only=hub_unreachable())
 
 
 def random_config(size: str) -> DeiTConfig:
@@ -120,28 +118,22 @@ def _make_every_parameter_observable(model: torch.nn.Module) -> None:
                 module.bias.normal_(0.0, 0.02)
 
 
-def _load_pretrained(source: str, name: str, identity: str | None) -> Checkpoint:
+def _load_pretrained(source: str, name: str, identity: str | None, local_files_only: bool = False) -> Checkpoint:
     try:
-        config = DeiTConfig.from_pretrained(source)
+        config = DeiTConfig.from_pretrained(source, local_files_only=local_files_only)
     except OSError as error:
-        raise CheckpointError(_unreachable_message(name, error)) from None
+        raise CheckpointError(unreachable_message(name, type(error).__name__)) from None
     teacher = any("WithTeacher" in arch for arch in (config.architectures or []))
     model_class = DeiTForImageClassificationWithTeacher if teacher else DeiTForImageClassification
     try:
-        model = model_class.from_pretrained(source, attn_implementation="eager", dtype=torch.float32).eval()
+        model = model_class.from_pretrained(
+            source, attn_implementation="eager", dtype=torch.float32, local_files_only=local_files_only
+        ).eval()
     except OSError as error:
-        raise CheckpointError(_unreachable_message(name, error)) from None
+        raise CheckpointError(unreachable_message(name, type(error).__name__)) from None
     if identity is None:
         identity = f"hub:{name}@{getattr(config, '_commit_hash', None) or 'unknown-revision'}"
     return Checkpoint(model, name, identity, is_random=False)
-
-
-def _unreachable_message(name: str, error: OSError) -> str:
-    return (
-        f"cannot load checkpoint {name!r}: the Hugging Face hub is unreachable and it is not in the local cache "
-        f"({type(error).__name__}); pass a directory written by save_pretrained (--model PATH / DEIT_TT_MODEL=PATH) "
-        "or use random weights (--model random:base)"
-    )
 
 
 def _directory_fingerprint(path: Path) -> str:

@@ -22,7 +22,7 @@ from PIL import Image
 
 from deit_tt.errors import UserFacingError
 from deit_tt.images import ImageError, load_image
-from deit_tt.labels import NUM_CLASSES, imagenet_class_names, short_name
+from deit_tt.labels import head_class_names, short_name
 from deit_tt.preprocessing import preprocess
 
 DEFAULT_TOP_K = 5
@@ -63,14 +63,6 @@ class ClassificationResult:
         return [prediction.as_dict() for prediction in self.average]
 
 
-def class_names(num_classes: int, checkpoint=None) -> list[str]:
-    """ImageNet-1k names for a 1000-way head (head index order), else the checkpoint's id2label."""
-    if num_classes == NUM_CLASSES:
-        return imagenet_class_names()
-    id2label = getattr(getattr(checkpoint, "config", None), "id2label", None) or {}
-    return [str(id2label.get(i, id2label.get(str(i), f"class {i}"))) for i in range(num_classes)]
-
-
 def top_predictions(logits: torch.Tensor, names: Sequence[str], k: int = DEFAULT_TOP_K) -> list[Prediction]:
     """Softmax over one row of logits [C] and the k most probable classes, most probable first."""
     probabilities = torch.softmax(torch.as_tensor(logits).double(), dim=-1)
@@ -104,7 +96,7 @@ def classify_images(pipeline, images: Sequence[Image.Image], names: Sequence[str
     if not images:
         return []
     output = pipeline(preprocess(images))
-    return results_from_output(output, class_names(output.logits.shape[-1], pipeline.checkpoint), names, top_k)
+    return results_from_output(output, head_class_names(pipeline.checkpoint.config), names, top_k)
 
 
 def classify_sources(

@@ -41,7 +41,7 @@ import torch
 from deit_tt.checkpoint import RANDOM_SIZES
 from deit_tt.errors import UserFacingError
 from deit_tt.imagenet import ImageNetDataset, Sample
-from deit_tt.labels import NUM_CLASSES, imagenet_class_names, imagenet_synsets, short_name
+from deit_tt.labels import NUM_CLASSES, head_class_names, imagenet_class_names, imagenet_synsets, short_name
 from deit_tt.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PREPROCESSING_MODES, load_image_processor, official_transform
 
 RESULTS_FORMAT = "deit-tt-evaluation-results/1"
@@ -101,7 +101,10 @@ class Preprocessor:
         self.model_name = model_name
         self._processor = None
         if mode == "official":
-            self.description = "official: shorter side to 256 (PIL bicubic), centre crop 224, ImageNet mean/std (DeiT's eval recipe)"
+            self.description = (
+                "official: shorter side to 256 (PIL bicubic), centre crop 224, ImageNet mean/std "
+                "(DeiT's eval recipe, identical to torchvision's)"
+            )
             return
         if not model_name:
             raise EvaluationError("--preprocess hf needs a model whose image processor to use")
@@ -478,6 +481,7 @@ def run_header(pipeline, dataset: ImageNetDataset, preprocessor: Preprocessor, c
         "random_weights": bool(getattr(checkpoint, "is_random", False)),
         "distilled": bool(getattr(checkpoint, "distilled", True)),
         "model_size": model_size(config) if config is not None else getattr(pipeline, "model_size", None),
+        "class_names": _checkpoint_class_names(config),
         "executor": getattr(runtime, "executor", None) or getattr(pipeline, "executor", "unknown"),
         "chip": getattr(getattr(runtime, "chip", None), "name", None),
         "dtype_policy": getattr(policy, "name", None) or getattr(pipeline, "dtype_policy", None),
@@ -491,6 +495,15 @@ def run_header(pipeline, dataset: ImageNetDataset, preprocessor: Preprocessor, c
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "deit_tt_version": __version__,
     }
+
+
+def _checkpoint_class_names(config) -> list[str] | None:
+    """The head's class names when they are the checkpoint's own; None when they are ImageNet-1k's
+    (the usual case, kept out of the results file)."""
+    if config is None:
+        return None
+    names = head_class_names(config)
+    return None if names == imagenet_class_names() else names
 
 
 def evaluate(
@@ -649,6 +662,7 @@ def summarize(results_path: str | os.PathLike, image_ids: Sequence[str] | None =
     heads = [head for head in HEADS if any(head in record["top5"] for record in scored)]
     if not heads:
         heads = list(HEADS) if header.get("distilled", True) else ["average", "cls"]
+    names = header.get("class_names") or imagenet_class_names()
 
     head_metrics = {}
     for head in heads:
@@ -681,8 +695,8 @@ def summarize(results_path: str | os.PathLike, image_ids: Sequence[str] | None =
         "heads": head_metrics,
         "published": published_reference(header.get("model_size"), header.get("distilled", True)),
         "head_disagreement": _head_disagreement(scored) if "distillation" in heads else None,
-        "per_class": _per_class(scored),
-        "most_confused": _most_confused(scored),
+        "per_class": _per_class(scored, names),
+        "most_confused": _most_confused(scored, names),
         "reference": _reference_summary(scored) if header.get("compare_reference") else None,
         "timing": _timing(results.batches, header),
     }
@@ -711,8 +725,8 @@ def _head_disagreement(scored: list[dict]) -> float | None:
     return _percent(sum(a != b for a, b in pairs), len(pairs))
 
 
-def _per_class(scored: list[dict]) -> list[dict]:
-    synsets, names = imagenet_synsets(), imagenet_class_names()
+def _per_class(scored: list[dict], names: Sequence[str]) -> list[dict]:
+    synsets = imagenet_synsets()
     totals: Counter = Counter()
     top1: Counter = Counter()
     top5: Counter = Counter()
@@ -725,7 +739,7 @@ def _per_class(scored: list[dict]) -> list[dict]:
         {
             "index": label,
             "synset": synsets[label],
-            "name": short_name(names[label]),
+            "name": _class_name(names, label),
             "images": totals[label],
             "top1": _percent(top1[label], totals[label]),
             "top5": _percent(top5[label], totals[label]),
@@ -734,8 +748,8 @@ def _per_class(scored: list[dict]) -> list[dict]:
     ]
 
 
-def _most_confused(scored: list[dict], count: int = CONFUSED_PAIRS) -> list[dict]:
-    synsets, names = imagenet_synsets(), imagenet_class_names()
+def _most_confused(scored: list[dict], names: Sequence[str], count: int = CONFUSED_PAIRS) -> list[dict]:
+    synsets = imagenet_synsets()
     pairs = Counter(
         (record["label"], record["top5"]["average"][0])
         for record in scored
@@ -746,14 +760,19 @@ def _most_confused(scored: list[dict], count: int = CONFUSED_PAIRS) -> list[dict
         {
             "true": true,
             "true_synset": synsets[true],
-            "true_name": short_name(names[true]),
+            "true_name": _class_name(names, true),
             "predicted": predicted,
             "predicted_synset": synsets[predicted] if 0 <= predicted < NUM_CLASSES else None,
-            "predicted_name": short_name(names[predicted]) if 0 <= predicted < NUM_CLASSES else str(predicted),
+            "predicted_name": _class_name(names, predicted),
             "count": n,
         }
         for (true, predicted), n in ranked
     ]
+
+
+def _class_name(names: Sequence[str], index: int) -> str:
+    """Short name of head class ``index``; the index itself for a class the head does not name."""
+    return short_name(names[index]) if 0 <= index < len(names) else str(index)
 
 
 def _reference_summary(scored: list[dict]) -> dict | None:

@@ -1,9 +1,12 @@
 """Image -> ``pixel_values`` preprocessing.
 
-``official`` is the DeiT evaluation recipe (shorter side to 256 with PIL bicubic, centre crop 224,
-ImageNet mean/std): the one behind the published accuracies. ``hf`` uses the checkpoint's own image
-processor, which for the distilled checkpoints squashes the image to a 256x256 square first
-(tiny-distilled: 224x224, so no crop). They differ on non-square images; both are reported.
+``official`` is the DeiT evaluation recipe, torchvision's ``Resize(256, BICUBIC)`` +
+``CenterCrop(224)`` + ``ToTensor`` + ``Normalize(ImageNet mean/std)`` on a PIL image: the one behind
+the published accuracies. It is reproduced here without torchvision, identical to it to the last
+bit for every image size (tests/test_preprocessing.py compares the two). ``hf`` uses the
+checkpoint's own image processor, which for the distilled checkpoints squashes the image to a
+256x256 square first (tiny-distilled: 224x224, so no crop). They differ on non-square images; both
+are reported.
 """
 
 from __future__ import annotations
@@ -20,23 +23,32 @@ PREPROCESSING_MODES = ("official", "hf")
 
 
 def resize_and_crop(image: Image.Image) -> Image.Image:
-    """The 224x224 view the model sees under the official recipe (shorter side 256, bicubic, centre crop)."""
+    """The 224x224 view the model sees under the official recipe (shorter side 256, bicubic, centre crop).
+
+    torchvision's geometry: ``Resize(int)`` makes the shorter side exact and truncates the longer one
+    to ``int(256 * long / short)``; ``CenterCrop`` offsets by ``round((size - 224) / 2)``, which
+    rounds halves to even (an odd margin of 119 pixels puts 60 on the left, not 59). The resized
+    image is never smaller than the crop, so CenterCrop's padding never applies.
+    """
     width, height = image.size
-    if width <= height:  # torchvision Resize(int) semantics: shorter side exact, longer side truncated
+    if width <= height:
         size = (RESIZE_SIZE, int(RESIZE_SIZE * height / width))
     else:
         size = (int(RESIZE_SIZE * width / height), RESIZE_SIZE)
     resized = image.resize(size, Image.Resampling.BICUBIC)
-    left = (resized.width - CROP_SIZE) // 2
-    top = (resized.height - CROP_SIZE) // 2
+    left = round((resized.width - CROP_SIZE) / 2.0)
+    top = round((resized.height - CROP_SIZE) / 2.0)
     return resized.crop((left, top, left + CROP_SIZE, top + CROP_SIZE))
 
 
 def official_transform(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> float32 tensor [3, 224, 224]."""
-    array = np.asarray(resize_and_crop(image), dtype=np.float32) / 255.0
-    normalised = (array - np.array(IMAGENET_MEAN, dtype=np.float32)) / np.array(IMAGENET_STD, dtype=np.float32)
-    return torch.from_numpy(normalised.transpose(2, 0, 1).copy())
+    """RGB PIL image -> float32 tensor [3, 224, 224], in ToTensor + Normalize's float32 arithmetic:
+    x / 255, then (x - mean) / std, each step rounded to float32."""
+    pixels = torch.from_numpy(np.array(resize_and_crop(image), dtype=np.uint8)).permute(2, 0, 1).contiguous()
+    scaled = pixels.to(torch.float32).div(255)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(-1, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(-1, 1, 1)
+    return scaled.sub_(mean).div_(std)
 
 
 def load_image_processor(model_name_or_path: str):

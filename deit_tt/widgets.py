@@ -34,10 +34,10 @@ import torch
 from PIL import Image
 
 from deit_tt import attention
-from deit_tt.classify import ClassificationResult, class_names, results_from_output
+from deit_tt.classify import ClassificationResult, results_from_output
 from deit_tt.errors import UserFacingError
 from deit_tt.images import SUPPORTED, ImageError, load_image
-from deit_tt.labels import short_name
+from deit_tt.labels import head_class_names, short_name
 from deit_tt.preprocessing import preprocess
 
 TOP_K = 5
@@ -140,7 +140,7 @@ class ClassifierWidget(widgets.VBox):
     def _classify(self, content: bytes, name: str) -> WidgetResult:
         image = load_image(content, name)
         output = self.pipeline(preprocess([image]), capture=True)
-        names = class_names(output.logits.shape[-1], self.pipeline.checkpoint)
+        names = head_class_names(self.pipeline.checkpoint.config)
         classification = results_from_output(output, names, [name], self.top_k)[0]
         layers = attention.attention_from_captures(output.captures)
         maps = {}

@@ -60,7 +60,7 @@ class ContentPredictor:
         self.calls = 0
         self.images = 0
         self.distilled = distilled
-        config = SimpleNamespace(hidden_size=192, image_size=224, patch_size=16)
+        config = SimpleNamespace(hidden_size=192, image_size=224, patch_size=16, num_labels=1000, id2label={})
         self.checkpoint = SimpleNamespace(
             name=name, identity=f"{name}:v1", is_random=True, distilled=distilled, config=config, model=self._reference
         )

@@ -50,7 +50,8 @@ def load_model_config(model: str | None):
     """The Hugging Face DeiTConfig for ``model`` (random:<size>, a save_pretrained directory or a hub id)."""
     from transformers import DeiTConfig
 
-    from deit_tt.checkpoint import random_config, resolve_model_name
+    from deit_tt.checkpoint import random_config
+    from deit_tt.hub import resolve_model_name
 
     name = resolve_model_name(model)
     if name.startswith("random:"):
