@@ -15,7 +15,7 @@ from deit_tt.executor import DeviceExecutor, HostExecutor
 from deit_tt.model import DeiTOutput, TtDeiT
 from deit_tt.policy import get_policy
 from deit_tt.errors import UserFacingError
-from deit_tt.runtime import CHIPS, Runtime, card_present, resolve_executor, select_runtime
+from deit_tt.runtime import CHIPS, DEFAULT_HOST_CHIP, Runtime, card_present, prepare_host, resolve_executor, select_runtime
 from deit_tt.sharding import ModelDims, ShardingPlan, make_plan
 
 BATCH_ENV = "DEIT_TT_BATCH"
@@ -41,6 +41,10 @@ class DeiTPipeline:
         traced: bool = False,
     ):
         """``parameters``: ``checkpoint`` already converted with ``policy`` (pipelines of several batch sizes can share them)."""
+        if traced and runtime.executor != "device":
+            raise UserFacingError(
+                f"tracing needs a card: {'the host has no device' if runtime.device is None else steady_state.MOCK_STOPS}"
+            )
         self.checkpoint = checkpoint
         self.runtime = runtime
         self.policy = policy
@@ -58,10 +62,6 @@ class DeiTPipeline:
         self.steady_state = self._steady_state() if traced else None
 
     def _steady_state(self) -> steady_state.SteadyState:
-        if self.runtime.executor != "device":
-            raise UserFacingError(
-                f"tracing needs a card: {'the host has no device' if self.runtime.device is None else steady_state.MOCK_STOPS}"
-            )
         runner = steady_state.SteadyState(self.model)
         runner.compile()
         runner.capture()
@@ -146,6 +146,7 @@ def build_pipeline(
     checkpoint = model if isinstance(model, Checkpoint) else load_checkpoint(model)
     batch_size = batch_size or int(os.environ.get(BATCH_ENV, DEFAULT_BATCH))
     policy = get_policy(dtype_policy)
+    prepare_host(chip or DEFAULT_HOST_CHIP)  # without a card, conversion must see the chip the mock will open
     parameters = convert_parameters(checkpoint, policy, cache_dir=cache_dir)
     region = 0
     if trace:

@@ -22,7 +22,7 @@ from deit_tt.conversion import convert_parameters
 from deit_tt.executor import DeviceExecutor
 from deit_tt.pipeline import DeiTPipeline, trace_region_for
 from deit_tt.policy import get_policy
-from deit_tt.runtime import CHIPS, open_mock
+from deit_tt.runtime import CHIPS, open_mock, prepare_host
 
 
 def log(name: str) -> None:
@@ -57,18 +57,22 @@ def main() -> int:
     mode.add_argument("--skip-waits", action="store_true")
     mode.add_argument("--empty-trace", action="store_true")
     args = parser.parse_args()
-    checkpoint, policy = random_checkpoint("tiny"), get_policy("bf8")
-    parameters = convert_parameters(checkpoint, policy)
-    region = trace_region_for(checkpoint, parameters, policy, 8, CHIPS[args.chip].arch)
-    runtime = open_mock(args.chip, trace_region_size=region)
-    print(f"opened {runtime.num_devices} chips, trace region {region} B, L1 bank {runtime.l1_bytes_per_core} B", flush=True)
-    if args.empty_trace:
+    prepare_host(args.chip)  # the chip's descriptor before the first conversion (ttnn reads one per process)
+    if args.empty_trace:  # a region for one program's commands is plenty
+        region = steady_state.trace_region_size(1, max(chip.grid[0] * chip.grid[1] for chip in CHIPS.values()))
+        runtime = open_mock(args.chip, trace_region_size=region)
+        print(f"opened {runtime.num_devices} chips, trace region {region} B", flush=True)
         trace = LoggedTtnn()
         trace_id = trace.begin_trace_capture(runtime.device, cq_id=0)
         trace.end_trace_capture(runtime.device, trace_id, cq_id=0)
         trace.execute_trace(runtime.device, trace_id, cq_id=0, blocking=False)
         print("done", flush=True)
         return 0
+    checkpoint, policy = random_checkpoint("tiny"), get_policy("bf8")
+    parameters = convert_parameters(checkpoint, policy)
+    region = trace_region_for(checkpoint, parameters, policy, 8, CHIPS[args.chip].arch)
+    runtime = open_mock(args.chip, trace_region_size=region)
+    print(f"opened {runtime.num_devices} chips, trace region {region} B, L1 bank {runtime.l1_bytes_per_core} B", flush=True)
     pipeline = DeiTPipeline(checkpoint, runtime, policy, 8, parameters=parameters)
     pipeline.model.executor = LoggedExecutor(runtime.device)
     steady_state.ttnn = LoggedTtnn()
