@@ -103,25 +103,25 @@ def on_mock(args, sizes) -> None:
     batch = args.batch or chip.grid[1]
     models = load_models(sizes, policy)
     regions = {size: trace_region_for(c, parameters, policy, batch, chip.arch) for size, (c, parameters) in models.items()}
-    runtime = open_mock(args.chip, trace_region_size=max(regions.values()))
-    print(runtime.banner())
     print("NO TIMING IS MEANINGFUL ON THE MOCK DEVICE: nothing runs on a chip, so none is taken or printed.")
-    try:
-        for size, (checkpoint, parameters) in models.items():
-            pipeline = DeiTPipeline(checkpoint, runtime, policy, batch, parameters=parameters)
-            try:
-                output = pipeline(torch.zeros(pipeline.images_per_forward, 3, 224, 224))
-                runner = steady_state.SteadyState(pipeline.model)
-                runner.release()
-            finally:
-                pipeline.model.release()
-            print(
-                f"DeiT-{size}, batch {batch}/chip x {runtime.num_devices} chips: untraced forward accepted by ttnn "
-                f"(logits {tuple(output.logits.shape)}, no values); trace region {regions[size]} B derived; "
-                "persistent DRAM input and CQ0/CQ1 events created"
-            )
-    finally:
-        runtime.close()
+    for devices in sorted({1, chip.chips}):
+        runtime = open_mock(args.chip, devices, trace_region_size=max(regions.values()))
+        print(runtime.banner())
+        try:
+            for size, (checkpoint, parameters) in models.items():
+                pipeline = DeiTPipeline(checkpoint, runtime, policy, batch, parameters=parameters)
+                try:
+                    output = pipeline(torch.zeros(pipeline.images_per_forward, 3, 224, 224))
+                    steady_state.SteadyState(pipeline.model).release()
+                finally:
+                    pipeline.model.release()
+                print(
+                    f"DeiT-{size}, batch {batch}/chip x {devices} chips: untraced forward accepted by ttnn "
+                    f"(logits {tuple(output.logits.shape)}, no values); trace region {regions[size]} B derived; "
+                    "persistent DRAM input and CQ0/CQ1 events created"
+                )
+        finally:
+            runtime.close()
     print(f"not run here: the compile, capture and replays of the traced path ({steady_state.MOCK_STOPS}).")
     print("On a card, run without --mock for the table (beside tt-metal's published ViT-base figures).")
 

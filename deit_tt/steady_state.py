@@ -62,8 +62,6 @@ def trace_region_size(ops: int, cores: int) -> int:
 class OpCounter:
     """An executor that issues nothing and counts the ops a forward would issue (tensors are placeholders)."""
 
-    name = "count"
-    tensor_type = ttnn.Tensor
     data_parallel = 1
 
     def __init__(self):
@@ -94,11 +92,12 @@ def forward_ops(parameters, plan, layer_norm_eps: float, mask_padded_tokens: boo
 
 def staging_memory_config(plan, device) -> ttnn.MemoryConfig:
     """DRAM height-sharded over every DRAM bank: where CQ 1 writes a batch while CQ 0 computes [S11, S10]."""
-    rows = plan.fold_input_memory_config.shard_spec.shape
-    total_rows = rows[0] * plan.fold_input_memory_config.shard_spec.num_cores()
+    l1_spec = plan.fold_input_memory_config.shard_spec
+    rows, width = l1_spec.shape
+    rows_per_chip = rows * l1_spec.num_cores()  # the plan is per chip: so is the staging buffer
     banks = device.dram_grid_size()
     grid = ttnn.CoreRangeSet({ttnn.CoreRange(ttnn.CoreCoord(0, 0), ttnn.CoreCoord(banks.x - 1, banks.y - 1))})
-    spec = ttnn.ShardSpec(grid, [math.ceil(total_rows / (banks.x * banks.y)), rows[1]], ttnn.ShardOrientation.ROW_MAJOR)
+    spec = ttnn.ShardSpec(grid, [math.ceil(rows_per_chip / (banks.x * banks.y)), width], ttnn.ShardOrientation.ROW_MAJOR)
     return ttnn.MemoryConfig(ttnn.TensorMemoryLayout.HEIGHT_SHARDED, ttnn.BufferType.DRAM, spec)
 
 
