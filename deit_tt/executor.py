@@ -55,12 +55,19 @@ class DeviceExecutor:
         return op(*args, **kwargs)
 
     def from_torch(self, tensor: torch.Tensor, *, dtype, layout, memory_config=None, batch_sharded: bool = False):
-        mapper = None
-        if self.data_parallel > 1:
-            mapper = ttnn.ShardTensorToMesh(self.device, dim=0) if batch_sharded else ttnn.ReplicateTensorToMesh(self.device)
         return ttnn.from_torch(
-            tensor, dtype=dtype, layout=layout, device=self.device, memory_config=memory_config, mesh_mapper=mapper
+            tensor, dtype=dtype, layout=layout, device=self.device, memory_config=memory_config, mesh_mapper=self._mapper(batch_sharded)
         )
+
+    def host_tensor(self, tensor: torch.Tensor, *, dtype, layout, batch_sharded: bool = False):
+        """``tensor`` converted and split over the mesh as ``from_torch`` would, but left on the host: the source of
+        ``ttnn.copy_host_to_device_tensor`` into a buffer that stays allocated (see ``deit_tt.steady_state``)."""
+        return ttnn.from_torch(tensor, dtype=dtype, layout=layout, mesh_mapper=self._mapper(batch_sharded))
+
+    def _mapper(self, batch_sharded: bool):
+        if self.data_parallel == 1:
+            return None
+        return ttnn.ShardTensorToMesh(self.device, dim=0) if batch_sharded else ttnn.ReplicateTensorToMesh(self.device)
 
     def parameter(self, tensor: ttnn.Tensor):
         """Move a converted host parameter to DRAM, where the sharded matmuls stream weights from (every chip of a mesh)."""

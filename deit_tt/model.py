@@ -95,23 +95,35 @@ class TtDeiT:
             raise ValueError(f"expected pixel_values of shape {expected}, got {tuple(pixel_values.shape)}")
         captures: dict[str, torch.Tensor] = {}
         record = self._recorder(captures) if capture else None
-        hidden = self.embeddings(pixel_values, record)
+        head_logits = self.forward(self.pixel_input(pixel_values), record)
+        output = self.logits({name: self.executor.to_torch(t) for name, t in head_logits.items()}, captures, record)
+        for tensor in head_logits.values():
+            self.executor.deallocate(tensor)
+        return output
+
+    def pixel_input(self, pixel_values: torch.Tensor):
+        """The pixels as the fold reads them: height-sharded in L1 (on a mesh, each chip gets its own images)."""
+        return self.executor.from_torch(
+            fold_pixels(pixel_values), **_PIXELS, memory_config=self.plan.fold_input_memory_config, batch_sharded=True
+        )
+
+    def host_pixels(self, pixel_values: torch.Tensor):
+        """The same pixels converted (and split over the mesh) on the host, for a copy into a persistent input buffer."""
+        return self.executor.host_tensor(fold_pixels(pixel_values), **_PIXELS, batch_sharded=True)
+
+    def forward(self, pixels, record=None) -> dict[str, object]:
+        """Every op of one batch, from the fold of ``pixels`` (freed after it) to each head's padded logits,
+        which stay where the executor put them: nothing is read back, so a trace can capture exactly this."""
+        hidden = self.embeddings(pixels, record)
         for index, layer in enumerate(self.params.layers):
             hidden = self.encoder_layer(hidden, layer, index, record)
-        return self.heads(hidden, captures, record)
+        return self.heads(hidden, record)
 
     # -- embeddings -------------------------------------------------------------------------------
 
-    def embeddings(self, pixel_values: torch.Tensor, record):
+    def embeddings(self, pixels, record):
         run, plan, dims = self.executor.run, self.plan, self.dims
         act = self.policy.activations
-        pixels = self.executor.from_torch(
-            fold_pixels(pixel_values),
-            dtype=ttnn.bfloat16,
-            layout=ttnn.ROW_MAJOR_LAYOUT,
-            memory_config=plan.fold_input_memory_config,
-            batch_sharded=True,
-        )
         folded = run(ttnn.fold, pixels, dims.patch_size, 1, collapse_output=True)
         self.executor.deallocate(pixels)
         unsharded = run(ttnn.to_memory_config, folded, plan.fold_output_memory_config)
@@ -261,23 +273,25 @@ class TtDeiT:
 
     # -- heads ------------------------------------------------------------------------------------
 
-    def heads(self, hidden, captures: dict, record) -> DeiTOutput:
+    def heads(self, hidden, record) -> dict[str, object]:
+        """Final LayerNorm and each classifier head: padded logits [B, 224, padded classes] per head name."""
         run, plan = self.executor.run, self.plan
         act = self.policy.activations
         normed = self._layer_norm(hidden, self.params.layernorm_weight, self.params.layernorm_bias)
         if record:
             record("final_ln", normed)
         normed = run(ttnn.to_memory_config, normed, plan.classifier_memory_config, dtype=act)
-        logits_per_head = {}
-        for head_name, token in _HEAD_TOKENS.items():
-            if head_name not in self.params.heads:
-                continue
-            weight, bias = self.params.heads[head_name]
-            head_logits = self._linear(normed, weight, bias, plan.classifier)
-            logits_per_head[head_name] = self.executor.to_torch(head_logits)[:, token, : self.num_labels]
-            self.executor.deallocate(head_logits)
+        head_logits = {}
+        for head_name in _HEAD_TOKENS:
+            if head_name in self.params.heads:
+                weight, bias = self.params.heads[head_name]
+                head_logits[head_name] = self._linear(normed, weight, bias, plan.classifier)
         self.executor.deallocate(normed)
+        return head_logits
 
+    def logits(self, head_logits: dict[str, torch.Tensor], captures: dict, record) -> DeiTOutput:
+        """The output from each head's padded logits read back to the host: its token, the real classes."""
+        logits_per_head = {name: value[:, _HEAD_TOKENS[name], : self.num_labels] for name, value in head_logits.items()}
         if "classifier" in logits_per_head:  # plain DeiTForImageClassification: one head on the CLS token
             cls_logits, distillation_logits = logits_per_head["classifier"], None
             logits = cls_logits
@@ -315,6 +329,8 @@ class TtDeiT:
         return record
 
 
+# How the fold's input is stored: row-major bfloat16, [B, 224, 14, 64] (see deit_tt.conversion.fold_pixels).
+_PIXELS = {"dtype": ttnn.bfloat16, "layout": ttnn.ROW_MAJOR_LAYOUT}
 # The classifier heads and the token each one reads (Hugging Face: cls on token 0, distillation on token 1).
 _HEAD_TOKENS = {"classifier": 0, "cls_classifier": 0, "distillation_classifier": 1}
 

@@ -6,13 +6,16 @@ from __future__ import annotations
 import os
 
 import torch
+import ttnn
 
+from deit_tt import steady_state
 from deit_tt.checkpoint import Checkpoint, load_checkpoint
 from deit_tt.conversion import DeiTParameters, convert_parameters
 from deit_tt.executor import DeviceExecutor, HostExecutor
 from deit_tt.model import DeiTOutput, TtDeiT
 from deit_tt.policy import get_policy
-from deit_tt.runtime import Runtime, select_runtime
+from deit_tt.errors import UserFacingError
+from deit_tt.runtime import CHIPS, DEFAULT_HOST_CHIP, Runtime, card_present, prepare_host, resolve_executor, select_runtime
 from deit_tt.sharding import ModelDims, ShardingPlan, make_plan
 
 BATCH_ENV = "DEIT_TT_BATCH"
@@ -23,6 +26,7 @@ class DeiTPipeline:
     """Callable on pixel values of any batch size; runs the model in fixed-size batches.
 
     ``batch_size`` is per chip (the sharding plan's); on a mesh of N chips each forward takes N x batch_size images.
+    ``traced``: run as ``deit_tt.steady_state`` does (compiled and captured here; the device needs a trace region).
     """
 
     def __init__(
@@ -34,8 +38,13 @@ class DeiTPipeline:
         cache_dir=None,
         mask_padded_tokens=True,
         parameters: DeiTParameters | None = None,
+        traced: bool = False,
     ):
         """``parameters``: ``checkpoint`` already converted with ``policy`` (pipelines of several batch sizes can share them)."""
+        if traced and runtime.executor != "device":
+            raise UserFacingError(
+                f"tracing needs a card: {'the host has no device' if runtime.device is None else steady_state.MOCK_STOPS}"
+            )
         self.checkpoint = checkpoint
         self.runtime = runtime
         self.policy = policy
@@ -50,26 +59,40 @@ class DeiTPipeline:
             layer_norm_eps=checkpoint.config.layer_norm_eps,
             mask_padded_tokens=mask_padded_tokens,
         )
+        self.steady_state = self._steady_state() if traced else None
+
+    def _steady_state(self) -> steady_state.SteadyState:
+        runner = steady_state.SteadyState(self.model)
+        runner.compile()
+        runner.capture()
+        return runner
 
     def __call__(self, pixel_values: torch.Tensor, capture: bool = False) -> DeiTOutput:
         if pixel_values.dim() != 4 or pixel_values.shape[0] == 0:
             raise ValueError(f"expected pixel_values [B, 3, H, W] with B >= 1, got {tuple(pixel_values.shape)}")
-        outputs = [self._run_batch(chunk, capture) for chunk in pixel_values.split(self.images_per_forward)]
-        return _concatenate(outputs)
+        chunks = pixel_values.split(self.images_per_forward)
+        if self.steady_state is not None and not capture:
+            outputs = self.steady_state.run(self._padded(chunk) for chunk in chunks)
+            return _concatenate([_slice(output, chunk.shape[0]) for output, chunk in zip(outputs, chunks)])
+        return _concatenate([self._run_batch(chunk, capture) for chunk in chunks])
 
     @property
     def images_per_forward(self) -> int:
         return self.model.images_per_forward
 
-    def _run_batch(self, pixel_values: torch.Tensor, capture: bool) -> DeiTOutput:
+    def _padded(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The program configs are derived for one batch size: a short batch is padded with blank images."""
         count = pixel_values.shape[0]
-        if count < self.images_per_forward:  # the program configs are derived for one batch size: pad with blank images
+        if count < self.images_per_forward:
             padding = pixel_values.new_zeros(self.images_per_forward - count, *pixel_values.shape[1:])
             pixel_values = torch.cat([pixel_values, padding])
-        output = self.model(pixel_values.float(), capture=capture)
+        return pixel_values.float()
+
+    def _run_batch(self, pixel_values: torch.Tensor, capture: bool) -> DeiTOutput:
+        output = self.model(self._padded(pixel_values), capture=capture)
         if not self.runtime.computes_values:  # the mock device's outputs are garbage: make them unusable
             output = _combine([output], lambda tensors: torch.full_like(tensors[0], float("nan")))
-        return _slice(output, count)
+        return _slice(output, pixel_values.shape[0])
 
     def banner(self) -> str:
         chips = self.runtime.num_devices
@@ -77,7 +100,9 @@ class DeiTPipeline:
         return f"{self.runtime.banner()} | {self.checkpoint.describe()} | dtype policy: {self.policy.name} | {batch}"
 
     def close(self) -> None:
-        """Free the model's device tensors, then close the device (closing first would orphan them)."""
+        """Free the trace and the model's device tensors, then close the device (closing first would orphan them)."""
+        if self.steady_state is not None:
+            self.steady_state.release()
         self.model.release()
         self.runtime.close()
 
@@ -109,19 +134,48 @@ def build_pipeline(
     chip: str | None = None,
     mask_padded_tokens: bool = True,
     devices: int | None = None,
+    trace: bool = False,
+    trace_region_size: int | None = None,
 ) -> DeiTPipeline:
     """Defaults come from $DEIT_TT_MODEL, $DEIT_TT_EXECUTOR (auto, host, device or mock) and $DEIT_TT_BATCH.
 
     ``devices``: chips to run on, data parallel (default: all of the machine's; the host is one).
+    ``trace``: traced steady-state inference on two command queues (``deit_tt.steady_state``), the device opened
+    with the trace region ``trace_region_for`` derives (or ``trace_region_size`` bytes).
     """
     checkpoint = model if isinstance(model, Checkpoint) else load_checkpoint(model)
     batch_size = batch_size or int(os.environ.get(BATCH_ENV, DEFAULT_BATCH))
-    runtime = select_runtime(executor, chip, devices)
+    policy = get_policy(dtype_policy)
+    prepare_host(chip or DEFAULT_HOST_CHIP)  # without a card, conversion must see the chip the mock will open
+    parameters = convert_parameters(checkpoint, policy, cache_dir=cache_dir)
+    region = 0
+    if trace:
+        region = trace_region_size or trace_region_for(checkpoint, parameters, policy, batch_size, _arch(executor, chip), mask_padded_tokens)
+    runtime = select_runtime(executor, chip, devices, trace_region_size=region)
     try:
-        return DeiTPipeline(checkpoint, runtime, get_policy(dtype_policy), batch_size, cache_dir, mask_padded_tokens)
+        return DeiTPipeline(checkpoint, runtime, policy, batch_size, cache_dir, mask_padded_tokens, parameters, traced=trace)
     except BaseException:
         runtime.close()
         raise
+
+
+def trace_region_for(checkpoint, parameters, policy, batch_size: int, arch: str, mask_padded_tokens: bool = True) -> int:
+    """The trace region for one forward on ``arch``, sized before the device opens: the forward's op count (counted
+    on the plan for the arch's first chip; the op sequence does not depend on the grid) x the trace bytes of a
+    program on the arch's largest grid (``deit_tt.steady_state``)."""
+    chips = [chip for chip in CHIPS.values() if chip.arch == arch]
+    plan = plan_for(checkpoint.config, policy, batch_size, Runtime("host", chips[0]))
+    ops = steady_state.forward_ops(parameters, plan, checkpoint.config.layer_norm_eps, mask_padded_tokens)
+    return steady_state.trace_region_size(ops, max(chip.grid[0] * chip.grid[1] for chip in chips))
+
+
+def _arch(executor: str | None, chip: str | None) -> str:
+    """The architecture the pipeline will run on, known before its device opens."""
+    if chip:
+        return CHIPS[chip].arch
+    if resolve_executor(executor) in ("auto", "device") and card_present():
+        return str(ttnn.get_arch_name())
+    return CHIPS["n150"].arch
 
 
 def _slice(output: DeiTOutput, count: int) -> DeiTOutput:

@@ -170,10 +170,13 @@ def no_values_error(what: str) -> UserFacingError:
     )
 
 
-def select_runtime(executor: str | None = None, chip: str | None = None, devices: int | None = None) -> Runtime:
+def select_runtime(
+    executor: str | None = None, chip: str | None = None, devices: int | None = None, trace_region_size: int = 0
+) -> Runtime:
     """Pick the executor: ``auto`` (default, or $DEIT_TT_EXECUTOR) uses a card when one is present.
 
     ``devices``: how many chips to run on, data parallel (default: every chip of the machine, or of the mocked system).
+    ``trace_region_size``: see ``open_device``.
     """
     executor = resolve_executor(executor)
     chip = chip or os.environ.get(CHIP_ENV)
@@ -184,7 +187,7 @@ def select_runtime(executor: str | None = None, chip: str | None = None, devices
             raise UserFacingError(f"the host executor runs on one (emulated) chip; --devices {devices} needs a card or --executor mock")
         return Runtime("host", prepare_host(chip or DEFAULT_HOST_CHIP))
     if executor == "mock":
-        return open_mock(chip, devices)
+        return open_mock(chip, devices, trace_region_size=trace_region_size)
     has_card = probe_card()
     if executor == "device" and not has_card:
         raise UserFacingError(
@@ -193,12 +196,17 @@ def select_runtime(executor: str | None = None, chip: str | None = None, devices
         )
     if has_card:
         _refuse_inherited_mock()
-        device = open_device(_device_count(devices, ttnn.GetNumAvailableDevices(), "this machine has"))
+        device = open_device(_device_count(devices, ttnn.GetNumAvailableDevices(), "this machine has"), trace_region_size=trace_region_size)
         return Runtime("device", _device_chip(device, chip), device)
     return Runtime("host", prepare_host(chip or DEFAULT_HOST_CHIP))
 
 
-def open_mock(chip: str | None = None, devices: int | None = None, mesh_shape: tuple[int, int] | None = None) -> Runtime:
+def open_mock(
+    chip: str | None = None,
+    devices: int | None = None,
+    mesh_shape: tuple[int, int] | None = None,
+    trace_region_size: int = 0,
+) -> Runtime:
     """Open tt-metal's mock device for ``chip`` (default n150; all its chips, or ``devices`` of them, as one 1 x N mesh
     unless ``mesh_shape`` says otherwise): every op of the device path runs ttnn's host side, no kernel runs.
 
@@ -212,7 +220,7 @@ def open_mock(chip: str | None = None, devices: int | None = None, mesh_shape: t
                 f"{MOCK_CLUSTER_ENV} is set ({os.environ[MOCK_CLUSTER_ENV]}), so ttnn mocks that system: unset it to "
                 f"mock the {chip}, or leave out the chip to use your descriptor"
             )
-        device = _open_mock_device(devices or 1, mesh_shape)
+        device = _open_mock_device(devices or 1, mesh_shape, trace_region_size)
         return Runtime("mock", _device_chip(device, None), device)
     if _mocked_chip is not None and _mocked_chip.descriptor != selected.descriptor:
         raise mock_device.MockDeviceError(
@@ -221,16 +229,25 @@ def open_mock(chip: str | None = None, devices: int | None = None, mesh_shape: t
         )
     _hand_mock_to_ttnn(selected, require_device=True)
     count = _device_count(devices, selected.chips, f"the {selected.name} mock has")
-    return Runtime("mock", selected, _open_mock_device(count, mesh_shape))
+    return Runtime("mock", selected, _open_mock_device(count, mesh_shape, trace_region_size))
 
 
-def open_device(count: int = 1, mesh_shape: tuple[int, int] | None = None):
+def open_device(count: int = 1, mesh_shape: tuple[int, int] | None = None, trace_region_size: int = 0):
     """Open ``count`` chips as one mesh (1 x count unless ``mesh_shape`` says otherwise) with the L1 small region
-    the sharded ops need, program cache on. One chip is a 1x1 mesh, as ``ttnn.open_device`` returns in 0.81."""
+    the sharded ops need, program cache on. One chip is a 1x1 mesh, as ``ttnn.open_device`` returns in 0.81.
+
+    A ``trace_region_size`` (bytes of DRAM per chip, see ``deit_tt.steady_state``) also opens a second command
+    queue, for traced steady-state inference; neither changes the L1 the sharded ops plan with.
+    """
     shape = mesh_shape or (1, count)
     if shape[0] * shape[1] != count:
         raise UserFacingError(f"mesh shape {shape[0]}x{shape[1]} does not hold {count} chips")
-    device = ttnn.open_mesh_device(ttnn.MeshShape(*shape), l1_small_size=L1_SMALL_SIZE)
+    device = ttnn.open_mesh_device(
+        ttnn.MeshShape(*shape),
+        l1_small_size=L1_SMALL_SIZE,
+        trace_region_size=trace_region_size,
+        num_command_queues=2 if trace_region_size else 1,
+    )
     device.enable_program_cache()
     return device
 
@@ -243,9 +260,9 @@ def _device_count(requested: int | None, available: int, where: str) -> int:
     return requested
 
 
-def _open_mock_device(count: int, mesh_shape: tuple[int, int] | None = None):
+def _open_mock_device(count: int, mesh_shape: tuple[int, int] | None = None, trace_region_size: int = 0):
     try:
-        return open_device(count, mesh_shape)
+        return open_device(count, mesh_shape, trace_region_size)
     except RuntimeError as error:
         if "sfpi not found" in str(error) or "Compiler version probe failed" in str(error):
             raise mock_device.MockDeviceError(

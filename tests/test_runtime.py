@@ -26,7 +26,7 @@ def card(monkeypatch):
     opened = []
     monkeypatch.setattr(runtime, "device_nodes", lambda: ["/dev/tenstorrent/0"])
     monkeypatch.setattr(runtime.ttnn, "GetNumAvailableDevices", lambda: 1)
-    monkeypatch.setattr(runtime, "open_device", lambda count, mesh_shape=None: opened.append(count) or FakeDevice())
+    monkeypatch.setattr(runtime, "open_device", lambda count, mesh_shape=None, trace_region_size=0: opened.append(count) or FakeDevice())
     return opened
 
 
