@@ -7,7 +7,6 @@ per product, per captured stage of the model, and on the logits.
 
 from __future__ import annotations
 
-import pytest
 import torch
 import ttnn
 

@@ -112,7 +112,7 @@ def from_memory_config(name: str, memory_config: ttnn.MemoryConfig, dtype) -> Sh
 
 def walk(plan: ShardingPlan) -> list[Step]:
     """The op sequence of one encoder layer + head, with every rule applied; returns the steps for ``table()``."""
-    dims, act, B = plan.dims, plan.activation_dtype, plan.batch
+    dims, act = plan.dims, plan.activation_dtype
     check_model_dims("model", dims)
     check_dtype("activations", act, ACTIVATION_DTYPES)
     S, H = dims.padded_tokens, dims.hidden
