@@ -66,6 +66,11 @@ def missing_binutils() -> list[str]:
     return [tool for tool in BINUTILS if shutil.which(tool) is None]
 
 
+def can_build() -> bool:
+    """True when the mock device's kernels can be built here: a real SFPI toolchain, or binutils for the stub."""
+    return real_sfpi() is not None or not missing_binutils()
+
+
 def require_binutils() -> None:
     missing = missing_binutils()
     if missing:

@@ -174,29 +174,13 @@ class TtDeiT:
             memory_config=plan.heads_memory_config,
         )
         free(qkv)
-        scores = run(
-            ttnn.matmul,
-            query,
-            key,
-            program_config=plan.query_by_key,
-            memory_config=plan.heads_memory_config,
-            dtype=act,
-            compute_kernel_config=plan.matmul_compute,
-        )
+        scores = self._attention_matmul(query, key, plan.query_by_key)
         free(query)
         free(key)
         probabilities = self._softmax(scores)
         if record:
             record(prefix + "attention_probs", probabilities)
-        context = run(
-            ttnn.matmul,
-            probabilities,
-            value,
-            program_config=plan.attention_by_value,
-            memory_config=plan.heads_memory_config,
-            dtype=act,
-            compute_kernel_config=plan.matmul_compute,
-        )
+        context = self._attention_matmul(probabilities, value, plan.attention_by_value)
         free(probabilities)
         free(value)
         context = run(ttnn.transformer.concatenate_heads, context, memory_config=plan.context_memory_config)
@@ -234,6 +218,18 @@ class TtDeiT:
             bias=bias,
             memory_config=self.plan.matmul_output_memory_config,
             program_config=program_config,
+            dtype=self.policy.activations,
+            compute_kernel_config=self.plan.matmul_compute,
+        )
+
+    def _attention_matmul(self, a, b, program_config):
+        """A batched matmul on the attention grid: per core, its images' heads, height-sharded in L1."""
+        return self.executor.run(
+            ttnn.matmul,
+            a,
+            b,
+            program_config=program_config,
+            memory_config=self.plan.heads_memory_config,
             dtype=self.policy.activations,
             compute_kernel_config=self.plan.matmul_compute,
         )

@@ -279,7 +279,7 @@ def _hand_mock_to_ttnn(chip: Chip, require_device: bool) -> None:
     if require_device:
         environment = mock_device.mock_environment()
     else:  # host conversions need no compiler: prepare the root only when it can be built
-        environment = {} if mock_device.missing_binutils() and mock_device.real_sfpi() is None else mock_device.mock_environment()
+        environment = mock_device.mock_environment() if mock_device.can_build() else {}
     for name, value in environment.items():
         os.environ.setdefault(name, value)
     if _mocked_chip is None:

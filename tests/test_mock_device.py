@@ -28,9 +28,8 @@ from deit_tt.sharding import ALL_RULES
 ROOT = Path(__file__).resolve().parents[1]
 MATRIX_CHIPS = ("n150", "p150-13x10", "p150-12x10", "p150")
 MESHES = {"n300": ("n300",), "t3k 1x8": ("t3k",), "t3k 2x4": ("t3k", "--mesh-shape", "2x4")}
-can_mock = not mock_device.missing_binutils() or mock_device.real_sfpi() is not None
 needs_mock = pytest.mark.skipif(
-    not can_mock, reason=f"the mock device needs Debian's {mock_device.BINUTILS_PACKAGE} (apt-get install {mock_device.BINUTILS_PACKAGE})"
+    not mock_device.can_build(), reason=f"the mock device needs Debian's {mock_device.BINUTILS_PACKAGE} (apt-get install {mock_device.BINUTILS_PACKAGE})"
 )
 COMPILER_LINE = "riscv-tt-elf-g++ (tenstorrent/sfpi:7.89.0[1050]) 15.1.0"  # the toolchain ttnn 0.81.1 was built with
 

@@ -100,14 +100,13 @@ import pytest
 import torch
 import ttnn
 
-from deit_tt import mock_device, runtime
+from deit_tt import runtime
 from deit_tt import sharding as sh
 from deit_tt.sharding import BLOCK, COL_MAJOR, HEIGHT, ROW_MAJOR, WIDTH, ShardingRuleError, sharded_memory_config
 
-can_mock = not mock_device.missing_binutils() or mock_device.real_sfpi() is not None
-pytestmark = pytest.mark.skipif(
-    not can_mock, reason=f"the mock device needs Debian's {mock_device.BINUTILS_PACKAGE} (apt-get install {mock_device.BINUTILS_PACKAGE})"
-)
+from test_mock_device import needs_mock
+
+pytestmark = needs_mock
 
 BANK = runtime.CHIPS["n150"].l1_bytes_per_core
 HS, BS, WS = ttnn.L1_HEIGHT_SHARDED_MEMORY_CONFIG, ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG, ttnn.L1_WIDTH_SHARDED_MEMORY_CONFIG

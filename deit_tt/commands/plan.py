@@ -155,15 +155,15 @@ def run(args: argparse.Namespace) -> int:
         plan = plan_for(config, policy, batch, Runtime("host", chip))
     except ShardingRuleError as error:
         raise UserFacingError(f"no valid sharding plan for batch {batch} on {chip_name}: {error}") from None
+    if args.dry_run:  # the plan above refused nothing: now ttnn itself checks it
+        print(format_dry_run(model_name, chip_name, batch, policy.name))
+        return 0
     comparison = None
     if args.compare_published:
         try:
             comparison = compare_with_published(plan)
         except ValueError as error:
             raise UserFacingError(f"--compare-published: {error}") from None
-    if args.dry_run:
-        print(format_dry_run(model_name, chip_name, batch, policy.name))
-        return 0
     print(format_plan(plan, model_name, chip_name))
     if comparison is not None:
         import pandas as pd

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import ttnn
 
-from deit_tt.sharding.dims import BLOCK, HEIGHT, ROW_MAJOR, TILE, dest_register_tiles, fmt_grid, grid_of, tile_bytes
+from deit_tt.sharding.dims import BLOCK, HEIGHT, ROW_MAJOR, TILE, compute_config_dest_tiles, fmt_grid, grid_of, tile_bytes
 from deit_tt.sharding.rules import (
     RULE_CONCAT_HEADS,
     RULE_LAYERNORM,
@@ -174,8 +174,6 @@ def _layernorm_step(plan: ShardingPlan, op: str, x: Sharded) -> Step:
     cfg = plan.layernorm
     grid = grid_of(cfg)
     check_grid_within_device(op, grid, plan.grid)
-    fp32_acc = bool(plan.layernorm_compute.fp32_dest_acc_en)
-    full_sync = bool(plan.layernorm_compute.dst_full_sync_en)
     check_layernorm(
         op,
         Mt=plan.m_tiles,
@@ -188,7 +186,7 @@ def _layernorm_step(plan: ShardingPlan, op: str, x: Sharded) -> Step:
         layout=x.layout,
         orientation=x.orientation,
         shard_grid=x.grid,
-        dest_tiles=dest_register_tiles(fp32_acc, full_sync),
+        dest_tiles=compute_config_dest_tiles(plan.layernorm_compute),
     )
     if cfg.inplace:
         fail(RULE_LAYERNORM, op, "the plan keeps the LayerNorm input (residual) alive: inplace must be False")
