@@ -1,0 +1,47 @@
+"""Defaults that ``python -m deit_tt evaluate`` and notebook 04 share, so that each resumes the other's run.
+
+``default_results_path`` names the results file of a run from everything a resumed run must share
+(model, executor, dtype policy, preprocessing, reference comparison, dataset), so two different runs
+never meet in one file and the same run always finds its file, from any working directory:
+``$DEIT_TT_RESULTS_DIR`` (default ``~/.cache/deit_tt/evaluation``) /
+``<model>-<executor>-<policy>-<preprocess>[-reference]-<dataset folder>-<dataset fingerprint>.jsonl``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+RESULTS_DIR_ENV = "DEIT_TT_RESULTS_DIR"
+# The fp32 PyTorch reference runs on the CPU beside the model: affordable for a sample, not for 50,000 images.
+REFERENCE_AUTO_IMAGES = 2000
+
+
+def default_results_dir() -> Path:
+    return Path(os.environ.get(RESULTS_DIR_ENV) or "~/.cache/deit_tt/evaluation").expanduser()
+
+
+def default_results_path(pipeline, dataset, preprocess="official", compare_reference: bool = False, results_dir=None) -> Path:
+    """The results file of evaluating ``pipeline`` on ``dataset`` (``preprocess``: a mode or a ``Preprocessor``),
+    in ``results_dir`` (default: ``default_results_dir()``)."""
+    checkpoint = pipeline.checkpoint
+    mode = getattr(preprocess, "mode", preprocess)
+    fingerprint = dataset.fingerprint().split(":")[-1][:8]
+    parts = [
+        getattr(checkpoint, "short_name", None) or checkpoint.name,
+        pipeline.runtime.executor,
+        pipeline.policy.name,
+        mode,
+        *(["reference"] if compare_reference else []),
+        Path(dataset.root).name,
+        fingerprint,
+    ]
+    name = "-".join(re.sub(r"[^A-Za-z0-9_.]+", "-", str(part)).strip("-") for part in parts)
+    folder = Path(results_dir).expanduser() if results_dir else default_results_dir()
+    return folder / f"{name}.jsonl"
+
+
+def compare_reference_by_default(images: int) -> bool:
+    """Whether a run of ``images`` images compares with the PyTorch reference unless told otherwise."""
+    return images <= REFERENCE_AUTO_IMAGES
