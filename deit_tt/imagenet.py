@@ -64,7 +64,10 @@ class Sample(NamedTuple):
 
 @dataclass
 class ImageNetDataset:
-    """Samples of one dataset folder, in evaluation order (sorted by image id)."""
+    """Samples of one dataset folder, in evaluation order (sorted by image id for ImageNet).
+
+    Also holds class folders named by a checkpoint's labels (``deit_tt.class_folders``): then
+    ``class_names`` are those labels and every ``Sample.label`` indexes them."""
 
     layout: str  # "folder" | "flat" | "hf"
     root: Path
@@ -72,6 +75,11 @@ class ImageNetDataset:
     ground_truth: Path | None = None
     notes: list[str] = field(default_factory=list)
     _hf: object = field(default=None, repr=False)  # datasets.Dataset with undecoded images (hf layout)
+    class_names: list[str] | None = None  # the checkpoint's labels for class folders named by them; None: ImageNet-1k
+
+    @property
+    def num_classes(self) -> int:
+        return NUM_CLASSES if self.class_names is None else len(self.class_names)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -116,9 +124,10 @@ class ImageNetDataset:
 
     def describe(self) -> str:
         per_class = len(self.samples) / max(1, len(self.classes))
+        layout = self.layout if self.class_names is None else f"{self.layout} (named by the checkpoint's labels)"
         text = (
-            f"dataset: {self.root} | layout {self.layout} | {len(self.samples):,} images in "
-            f"{len(self.classes)} of {NUM_CLASSES} classes ({per_class:.1f} per class)"
+            f"dataset: {self.root} | layout {layout} | {len(self.samples):,} images in "
+            f"{len(self.classes)} of {self.num_classes} classes ({per_class:.1f} per class)"
         )
         if self.ground_truth is not None:
             text += f" | labels from {self.ground_truth.name}"
@@ -133,6 +142,7 @@ class ImageNetDataset:
             "fingerprint": self.fingerprint(),
             "ground_truth": None if self.ground_truth is None else str(self.ground_truth),
             "synthetic": self.synthetic,
+            "labels": "imagenet-1k" if self.class_names is None else "checkpoint",
         }
 
     @property
@@ -175,8 +185,8 @@ def detect_layout(root: Path, ground_truth: Path | None = None) -> str:
     """``folder``, ``flat`` or ``hf`` for ``root``; raises ``DatasetError`` when it is none of them."""
     if _looks_like_hf(root):
         return "hf"
-    subdirs, images = _scan(root)
-    populated = [d for d in subdirs if _has_images(d)]
+    subdirs, images = scan_folder(root)
+    populated = [d for d in subdirs if has_images(d)]
     if populated and (not images or all(SYNSET_PATTERN.match(d.name) for d in populated)):
         return "folder"
     if images:
@@ -200,7 +210,7 @@ def detect_layout(root: Path, ground_truth: Path | None = None) -> str:
     )
 
 
-def _scan(root: Path) -> tuple[list[Path], list[Path]]:
+def scan_folder(root: Path) -> tuple[list[Path], list[Path]]:
     subdirs, images = [], []
     with os.scandir(root) as entries:
         for entry in entries:
@@ -208,19 +218,19 @@ def _scan(root: Path) -> tuple[list[Path], list[Path]]:
                 continue
             if entry.is_dir():
                 subdirs.append(Path(entry.path))
-            elif entry.is_file() and _is_image_name(entry.name):
+            elif entry.is_file() and is_image_name(entry.name):
                 images.append(Path(entry.path))
     return sorted(subdirs), sorted(images)
 
 
-def _is_image_name(name: str) -> bool:
+def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not name.startswith(".")
 
 
-def _has_images(folder: Path) -> bool:
+def has_images(folder: Path) -> bool:
     try:
         with os.scandir(folder) as entries:
-            return any(entry.is_file() and _is_image_name(entry.name) for entry in entries)
+            return any(entry.is_file() and is_image_name(entry.name) for entry in entries)
     except OSError:
         return False
 
@@ -229,7 +239,7 @@ def _synset_index() -> dict[str, int]:
     return {synset: index for index, synset in enumerate(imagenet_synsets())}
 
 
-def _examples(names) -> str:
+def quote_examples(names) -> str:
     names = sorted(names, key=lambda n: (len(n), n))
     shown = ", ".join(names[:_EXAMPLES])
     return shown + (", ..." if len(names) > _EXAMPLES else "")
@@ -247,14 +257,14 @@ def _refuse_numbered(root: Path, what: str, examples: str) -> DatasetError:
 
 
 def _open_folder(root: Path) -> ImageNetDataset:
-    subdirs, loose = _scan(root)
+    subdirs, loose = scan_folder(root)
     if not subdirs:
         raise DatasetError(f"{root} has no class sub-folders; use --layout flat for a folder of images with {GROUND_TRUTH_CSV}")
     index = _synset_index()
     names = [d.name for d in subdirs]
     unknown = [n for n in names if n not in index]
     if unknown:
-        populated_unknown = [n for n in unknown if _has_images(root / n)]
+        populated_unknown = [n for n in unknown if has_images(root / n)]
         if not populated_unknown:  # empty stray folders (e.g. an output folder) do not matter
             subdirs = [d for d in subdirs if d.name in index]
         else:
@@ -265,7 +275,7 @@ def _open_folder(root: Path) -> ImageNetDataset:
         label = index[folder.name]
         with os.scandir(folder) as entries:
             for entry in entries:
-                if not (entry.is_file() and _is_image_name(entry.name)):
+                if not (entry.is_file() and is_image_name(entry.name)):
                     continue
                 image_id = os.path.splitext(entry.name)[0]
                 if image_id in seen:
@@ -284,22 +294,22 @@ def _open_folder(root: Path) -> ImageNetDataset:
 
 def _refuse_class_folders(root: Path, unknown: list[str], total: int) -> None:
     if all(name.isdigit() for name in unknown):
-        raise _refuse_numbered(root, "the class folder names", _examples(unknown))
+        raise _refuse_numbered(root, "the class folder names", quote_examples(unknown))
     if all(SYNSET_PATTERN.match(name) for name in unknown):
         raise DatasetError(
             f"{root}: {len(unknown)} folder(s) are synset ids that are not among the 1000 ImageNet-1k classes "
-            f"({_examples(unknown)}); remove them (ImageNet-21k or a typo?) or pass a folder with ImageNet-1k classes only"
+            f"({quote_examples(unknown)}); remove them (ImageNet-21k or a typo?) or pass a folder with ImageNet-1k classes only"
         )
     names = {short_name(name).lower() for name in imagenet_class_names()}
     looks_like_names = sum(name.replace("_", " ").lower() in names for name in unknown) > 0
     if looks_like_names or len(unknown) == total:
         raise DatasetError(
-            f"{root}: class folders must be named by WordNet synset id (n01440764/...), not {_examples(unknown)}: "
+            f"{root}: class folders must be named by WordNet synset id (n01440764/...), not {quote_examples(unknown)}: "
             "class names are ambiguous (two classes are called 'crane') and their order is not the heads' order; "
             "rename the folders to synset ids (e.g. with valprep.sh)"
         )
     raise DatasetError(
-        f"{root}: {len(unknown)} sub-folder(s) are not ImageNet-1k synset ids ({_examples(unknown)}); "
+        f"{root}: {len(unknown)} sub-folder(s) are not ImageNet-1k synset ids ({quote_examples(unknown)}); "
         "move them out of the dataset folder"
     )
 
@@ -308,7 +318,7 @@ def _refuse_class_folders(root: Path, unknown: list[str], total: int) -> None:
 
 
 def _open_flat(root: Path, ground_truth: Path | None) -> ImageNetDataset:
-    _, images = _scan(root)
+    _, images = scan_folder(root)
     if not images:
         raise DatasetError(
             f"{root} has no image files directly in it; for synset sub-folders use --layout folder (or auto)"
@@ -325,7 +335,7 @@ def _open_flat(root: Path, ground_truth: Path | None) -> ImageNetDataset:
         samples.append(Sample(image_id, str(path), labels[image_id]))
     if unlabelled:
         raise DatasetError(
-            f"{len(unlabelled)} image(s) in {root} have no row in {gt} ({_examples(unlabelled)}); "
+            f"{len(unlabelled)} image(s) in {root} have no row in {gt} ({quote_examples(unlabelled)}); "
             "pass the ground truth that covers these images (--ground-truth FILE) or remove them"
         )
     samples.sort()
@@ -400,10 +410,10 @@ def read_ground_truth(path: Path) -> dict[str, int]:
             if labels.setdefault(image_id, label) != label:
                 raise DatasetError(f"{path}: image {image_id} is listed with two different synsets; fix the ground-truth file")
     if numeric:
-        raise _refuse_numbered(path, "the labels in PredictionString", _examples(set(numeric)))
+        raise _refuse_numbered(path, "the labels in PredictionString", quote_examples(set(numeric)))
     if unknown:
         raise DatasetError(
-            f"{path}: {len(unknown)} row(s) name synsets that are not ImageNet-1k classes ({_examples(set(unknown))}); "
+            f"{path}: {len(unknown)} row(s) name synsets that are not ImageNet-1k classes ({quote_examples(set(unknown))}); "
             "pass the ImageNet-1k (ILSVRC2012) ground truth"
         )
     if not labels:
@@ -501,7 +511,7 @@ def _open_hf(root: Path) -> ImageNetDataset:
     if mismatched:
         raise DatasetError(
             f"{root}: {len(mismatched)} image(s) carry a synset in their file name that disagrees with their label "
-            f"({_examples(mismatched)}); the labels are not in sorted-synset order, so this copy cannot be used"
+            f"({quote_examples(mismatched)}); the labels are not in sorted-synset order, so this copy cannot be used"
         )
     if len({s.image_id for s in samples}) != len(samples):
         samples = [Sample(f"hf-validation-{s.source:05d}", s.source, s.label) for s in samples]

@@ -35,6 +35,13 @@ def head_class_names(config) -> list[str]:
     return [f"class {index}" for index in range(num_classes)]
 
 
+def own_class_names(config) -> list[str] | None:
+    """The checkpoint's own class names, in head index order; None when it names no classes (``id2label``
+    missing, incomplete or generic) or when its names are ImageNet-1k's."""
+    own = _own_class_names(getattr(config, "id2label", None) or {}, config.num_labels)
+    return None if own is None or own == imagenet_class_names() else own
+
+
 def _own_class_names(id2label: dict, num_classes: int) -> list[str] | None:
     """``id2label`` as a list (keys may be ints or, straight from JSON, strings), or None if incomplete or generic."""
     names = [id2label.get(index, id2label.get(str(index))) for index in range(num_classes)]

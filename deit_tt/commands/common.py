@@ -49,12 +49,13 @@ def refuse_mock_executor(args: argparse.Namespace, purpose: str) -> None:
         raise no_values_error(purpose)
 
 
-def pipeline_from_args(args: argparse.Namespace, purpose: str):
-    """The pipeline for --model / --executor / --dtype-policy / --batch-size, for a command whose results are values."""
+def pipeline_from_args(args: argparse.Namespace, purpose: str, checkpoint=None):
+    """The pipeline for --model (or ``checkpoint``, that model already loaded) / --executor / --dtype-policy /
+    --batch-size, for a command whose results are values."""
     from deit_tt.pipeline import build_pipeline
 
     refuse_mock_executor(args, purpose)
 
     return build_pipeline(
-        model=args.model, executor=args.executor, dtype_policy=args.dtype_policy, batch_size=args.batch_size, devices=args.devices
+        model=checkpoint or args.model, executor=args.executor, dtype_policy=args.dtype_policy, batch_size=args.batch_size, devices=args.devices
     )

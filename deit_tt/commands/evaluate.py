@@ -1,8 +1,9 @@
-"""``python -m deit_tt evaluate --data DIR``: ImageNet-1k top-1 / top-5 per head, resumable.
+"""``python -m deit_tt evaluate --data DIR``: top-1 / top-5 per head on ImageNet-1k, or on class folders
+named by the checkpoint's labels (``deit_tt.datasets`` says which), resumable.
 
 Predictions are appended batch by batch to a JSON-lines results file (``--out``, default
-``evaluation/<model>-<executor>-<policy>-<preprocess>.jsonl``); running the same command again
-continues where it stopped (Ctrl-C, a kill, a reboot). The summary JSON is written next to it
+``deit_tt.evaluation.default_results_path``, the one notebook 04 uses too); running the same command
+again continues where it stopped (Ctrl-C, a kill, a reboot). The summary JSON is written next to it
 (``<out>.summary.json``) and computed from the results file alone.
 
 Exit status: 0 when at least one image was evaluated, 1 when none could be (all corrupt),
@@ -13,7 +14,6 @@ Exit status: 0 when at least one image was evaluated, 1 when none could be (all 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -27,21 +27,22 @@ from deit_tt.commands.common import (
 )
 from deit_tt.errors import UserFacingError
 
-HELP = "ImageNet-1k evaluation: top-1/top-5 per head, resumable results file, summary JSON"
-DEFAULT_OUT_DIR = "evaluation"
+HELP = "ImageNet-1k or labelled-folder evaluation: top-1/top-5 per head, resumable results file, summary JSON"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from deit_tt.imagenet import LAYOUTS
     from deit_tt.preprocessing import PREPROCESSING_MODES
 
-    parser.add_argument("--data", required=True, metavar="DIR", help="validation images: synset folders, flat folder + LOC_val_solution.csv, or a Hugging Face imagenet-1k copy")
-    parser.add_argument("--layout", choices=LAYOUTS, default="auto", help="dataset layout (default: auto-detect)")
+    parser.add_argument("--data", required=True, metavar="DIR", help="ImageNet validation images (synset folders, flat folder + LOC_val_solution.csv, or a Hugging Face imagenet-1k copy), "
+                        "or one folder of images per class named by the checkpoint's labels (config.id2label)")
+    parser.add_argument("--layout", choices=LAYOUTS, default="auto", help="dataset layout (default: auto-detect); flat and hf are ImageNet only")
     parser.add_argument("--ground-truth", metavar="FILE", default=None, help="LOC_val_solution.csv for a flat folder (default: looked up in DIR and its parent)")
-    parser.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N images (evaluation order = sorted image ids)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N images (evaluation order: sorted image ids for ImageNet, classes in turn for labelled folders)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="B", help="images per forward pass per chip (default: $DEIT_TT_BATCH, then 8)")
     parser.add_argument("--preprocess", choices=PREPROCESSING_MODES, default="official", help="official DeiT eval recipe (default) or the checkpoint's own HF image processor")
-    parser.add_argument("--out", metavar="FILE", default=None, help="results file (JSON lines) to write or resume (default: evaluation/<model>-<executor>-<policy>-<preprocess>.jsonl)")
+    parser.add_argument("--out", metavar="FILE", default=None, help="results file (JSON lines) to write or resume (default: $DEIT_TT_RESULTS_DIR or ~/.cache/deit_tt/evaluation, "
+                        "<model>-<executor>-<policy>-<preprocess>[-reference]-<data folder>-<fingerprint>.jsonl)")
     parser.add_argument("--restart", action="store_true", help="discard an existing results file instead of resuming it")
     add_model_argument(parser)
     add_executor_argument(parser)
@@ -52,15 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def default_results_path(pipeline, preprocess: str) -> Path:
-    checkpoint = pipeline.checkpoint
-    model = re.sub(r"[^A-Za-z0-9_.-]+", "-", checkpoint.short_name if hasattr(checkpoint, "short_name") else checkpoint.name)
-    return Path(DEFAULT_OUT_DIR) / f"{model}-{pipeline.runtime.executor}-{pipeline.policy.name}-{preprocess}.jsonl"
-
-
 def run(args: argparse.Namespace) -> int:
-    from deit_tt.evaluation import Preprocessor, evaluate, format_summary, summary_path_for, write_summary
-    from deit_tt.imagenet import open_dataset
+    from deit_tt.checkpoint import load_checkpoint
+    from deit_tt.datasets import open_evaluation_dataset, require_folder
+    from deit_tt.evaluation import Preprocessor, default_results_path, evaluate, format_summary, summary_path_for, write_summary
 
     if args.limit is not None and args.limit < 1:
         raise UserFacingError(f"--limit must be at least 1, got {args.limit}")
@@ -69,8 +65,10 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 0:
         raise UserFacingError(f"--workers must be 0 or more, got {args.workers}")
     refuse_mock_executor(args, "evaluate")
-    dataset = open_dataset(args.data, args.layout, args.ground_truth)  # before the model: fail fast on a bad folder
-    pipeline = pipeline_from_args(args, "evaluate")
+    require_folder(args.data)  # before the model: fail fast on a missing folder
+    checkpoint = load_checkpoint(args.model)
+    dataset = open_evaluation_dataset(args.data, checkpoint, args.layout, args.ground_truth)  # before converting weights
+    pipeline = pipeline_from_args(args, "evaluate", checkpoint)
     try:
         print(pipeline.banner(), flush=True)
         print(dataset.describe(), flush=True)
@@ -78,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: {note}")
         preprocessor = Preprocessor(args.preprocess, pipeline.checkpoint.name)
         print(f"preprocessing: {preprocessor.description}", flush=True)
-        out = Path(args.out) if args.out else default_results_path(pipeline, args.preprocess)
+        out = Path(args.out) if args.out else default_results_path(pipeline, dataset, preprocessor, args.compare_reference)
         print(f"results file: {out}", flush=True)
         try:
             result = evaluate(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import Sequence
+from typing import Callable, Sequence
 
 from deit_tt.evaluation.results import read_results
 from deit_tt.labels import NUM_CLASSES, imagenet_class_names, imagenet_synsets, short_name
@@ -58,7 +58,9 @@ def summarize(results_path: str | os.PathLike, image_ids: Sequence[str] | None =
     heads = [head for head in HEADS if any(head in record["top5"] for record in scored)]
     if not heads:
         heads = list(HEADS) if header.get("distilled", True) else ["average", "cls"]
+    imagenet = is_imagenet(header)
     names = header.get("class_names") or imagenet_class_names()
+    name_of = (lambda index: _class_name(names, index, short=imagenet))
 
     head_metrics = {}
     for head in heads:
@@ -89,10 +91,10 @@ def summarize(results_path: str | os.PathLike, image_ids: Sequence[str] | None =
             "corrupt_images": [{"id": r["id"], "label": r["label"], "error": r["error"]} for r in corrupt],
         },
         "heads": head_metrics,
-        "published": published_reference(header.get("model_size"), header.get("distilled", True)),
+        "published": published_reference(header.get("model_size"), header.get("distilled", True)) if imagenet else None,
         "head_disagreement": _head_disagreement(scored) if "distillation" in heads else None,
-        "per_class": _per_class(scored, names),
-        "most_confused": _most_confused(scored, names),
+        "per_class": _per_class(scored, name_of, imagenet),
+        "most_confused": _most_confused(scored, name_of, imagenet),
         "reference": _reference_summary(scored) if header.get("compare_reference") else None,
         "timing": _timing(results.batches, header),
     }
@@ -121,8 +123,16 @@ def _head_disagreement(scored: list[dict]) -> float | None:
     return _percent(sum(a != b for a, b in pairs), len(pairs))
 
 
-def _per_class(scored: list[dict], names: Sequence[str]) -> list[dict]:
-    synsets = imagenet_synsets()
+def is_imagenet(header: dict) -> bool:
+    """Whether the run's labels are ImageNet-1k classes (not class folders named by the checkpoint's labels)."""
+    return (header.get("dataset") or {}).get("labels", "imagenet-1k") == "imagenet-1k"
+
+
+def _synset(index: int, imagenet: bool) -> str | None:
+    return imagenet_synsets()[index] if imagenet and 0 <= index < NUM_CLASSES else None
+
+
+def _per_class(scored: list[dict], name_of: Callable[[int], str], imagenet: bool) -> list[dict]:
     totals: Counter = Counter()
     top1: Counter = Counter()
     top5: Counter = Counter()
@@ -134,8 +144,8 @@ def _per_class(scored: list[dict], names: Sequence[str]) -> list[dict]:
     return [
         {
             "index": label,
-            "synset": synsets[label],
-            "name": _class_name(names, label),
+            "synset": _synset(label, imagenet),
+            "name": name_of(label),
             "images": totals[label],
             "top1": _percent(top1[label], totals[label]),
             "top5": _percent(top5[label], totals[label]),
@@ -144,8 +154,7 @@ def _per_class(scored: list[dict], names: Sequence[str]) -> list[dict]:
     ]
 
 
-def _most_confused(scored: list[dict], names: Sequence[str], count: int = CONFUSED_PAIRS) -> list[dict]:
-    synsets = imagenet_synsets()
+def _most_confused(scored: list[dict], name_of: Callable[[int], str], imagenet: bool, count: int = CONFUSED_PAIRS) -> list[dict]:
     pairs = Counter(
         (record["label"], record["top5"]["average"][0])
         for record in scored
@@ -155,20 +164,22 @@ def _most_confused(scored: list[dict], names: Sequence[str], count: int = CONFUS
     return [
         {
             "true": true,
-            "true_synset": synsets[true],
-            "true_name": _class_name(names, true),
+            "true_synset": _synset(true, imagenet),
+            "true_name": name_of(true),
             "predicted": predicted,
-            "predicted_synset": synsets[predicted] if 0 <= predicted < NUM_CLASSES else None,
-            "predicted_name": _class_name(names, predicted),
+            "predicted_synset": _synset(predicted, imagenet),
+            "predicted_name": name_of(predicted),
             "count": n,
         }
         for (true, predicted), n in ranked
     ]
 
 
-def _class_name(names: Sequence[str], index: int) -> str:
-    """Short name of head class ``index``; the index itself for a class the head does not name."""
-    return short_name(names[index]) if 0 <= index < len(names) else str(index)
+def _class_name(names: Sequence[str], index: int, short: bool) -> str:
+    """Name of head class ``index`` (ImageNet's first lemma when ``short``); the index itself for a class the head does not name."""
+    if not 0 <= index < len(names):
+        return str(index)
+    return short_name(names[index]) if short else names[index]
 
 
 def _reference_summary(scored: list[dict]) -> dict | None:

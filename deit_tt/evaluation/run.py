@@ -17,6 +17,7 @@ from deit_tt.evaluation.metrics import TOP_K, is_correct, summarize
 from deit_tt.evaluation.preprocess import Preprocessor
 from deit_tt.evaluation.results import ResultsWriter
 from deit_tt.imagenet import ImageNetDataset
+from deit_tt.labels import head_class_names
 
 
 @dataclass
@@ -49,6 +50,7 @@ def evaluate(
     A KeyboardInterrupt leaves every finished batch committed; run again to continue.
     """
     pipeline.runtime.require_values("evaluate")
+    _check_labels(pipeline, dataset)
     log = log or (lambda message: None)
     if limit is not None and limit < 1:
         raise EvaluationError(f"--limit must be at least 1, got {limit}")
@@ -102,6 +104,22 @@ def evaluate(
         writer.close()
     summary = summarize(writer.path, image_ids=[sample.image_id for sample in selection])
     return EvaluationResult(writer.path, summary, resumed, evaluated, time.perf_counter() - start)
+
+
+def _check_labels(pipeline, dataset: ImageNetDataset) -> None:
+    """Refuse data labelled for another head: its accuracy would mean nothing."""
+    checkpoint = getattr(pipeline, "checkpoint", None)
+    config = getattr(checkpoint, "config", None)
+    if config is None:
+        return
+    advice = "open it for this checkpoint: deit_tt.datasets.open_evaluation_dataset(path, pipeline.checkpoint)"
+    if dataset.class_names is not None and dataset.class_names != head_class_names(config):
+        raise EvaluationError(f"{dataset.root} was matched to the labels of another checkpoint, not {checkpoint.name}'s; {advice}")
+    highest = max((sample.label for sample in dataset.samples), default=-1)
+    if highest >= config.num_labels:
+        raise EvaluationError(
+            f"{dataset.root} has class indices up to {highest}, but the head of {checkpoint.name} has {config.num_labels} classes; {advice}"
+        )
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
