@@ -481,3 +481,35 @@ def _processes_mentioning(text: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def test_a_header_field_added_later_resumes_older_files_through_its_legacy_value(tmp_path, dataset, monkeypatch):
+    import deit_tt.evaluation.header as header
+
+    path = tmp_path / "old.jsonl"
+    _run(ContentPredictor(), dataset, path, limit=4)  # written before the field existed
+    numerics = {"value": "ideal"}
+    field = header.HeaderField("numerics", lambda run: numerics["value"], "numerics", legacy="ideal")
+    monkeypatch.setattr(header, "HEADER_FIELDS", header.HEADER_FIELDS + (field,))
+    assert _run(ContentPredictor(), dataset, path, limit=8).resumed == 4
+    numerics["value"] = "tensix"
+    with pytest.raises(EvaluationError, match="different numerics"):
+        _run(ContentPredictor(), dataset, path)
+
+
+def test_default_results_path_names_everything_a_resumed_run_shares(tmp_path, dataset, monkeypatch):
+    from deit_tt.evaluation import compare_reference_by_default, default_results_path
+
+    monkeypatch.setenv("DEIT_TT_RESULTS_DIR", str(tmp_path / "results"))
+    predictor = ContentPredictor()
+    predictor.checkpoint.short_name = "deit-tiny"
+    path = default_results_path(predictor, dataset)
+    fingerprint = dataset.fingerprint().split(":")[1][:8]
+    assert path == tmp_path / "results" / f"deit-tiny-host-bf8-official-val-{fingerprint}.jsonl"
+    assert default_results_path(predictor, dataset, Preprocessor("hf", "random:tiny"), compare_reference=True).name.startswith(
+        "deit-tiny-host-bf8-hf-reference-val-"
+    )
+    other = open_dataset(make_synthetic_dataset(tmp_path / "val", num_classes=2, images_per_class=1, seed=9))
+    assert default_results_path(predictor, other) != path  # same folder name, other images
+    assert default_results_path(predictor, dataset, results_dir=tmp_path / "mine").parent == tmp_path / "mine"
+    assert compare_reference_by_default(2000) and not compare_reference_by_default(2001)
