@@ -59,4 +59,3 @@ from deit_tt.evaluation.preprocess import HUB_PROCESSOR_SOURCE, HUB_PROCESSOR_VA
 from deit_tt.evaluation.reports import format_summary, records_frame, running_accuracy, summary_path_for, summary_table, write_summary
 from deit_tt.evaluation.results import Results, ResultsWriter, read_results
 from deit_tt.evaluation.run import EvaluationResult, evaluate
-

@@ -149,4 +149,3 @@ def iterate_batches(
             yield batch
     finally:
         del iterator  # shuts the workers down, also on KeyboardInterrupt
-

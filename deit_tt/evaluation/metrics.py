@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
 from typing import Callable, Sequence
@@ -34,10 +35,6 @@ def is_correct(record: dict, head: str, k: int) -> bool:
     return bool(predictions) and record["label"] in predictions[:k]
 
 
-# --------------------------------------------------------------------------------------------------
-# Summary: computed from the results file only
-
-
 def summarize(results_path: str | os.PathLike, image_ids: Sequence[str] | None = None) -> dict:
     """Metrics of the images in ``results_path`` (restricted to ``image_ids``, in that order, when given).
 
@@ -60,7 +57,7 @@ def summarize(results_path: str | os.PathLike, image_ids: Sequence[str] | None =
         heads = list(HEADS) if header.get("distilled", True) else ["average", "cls"]
     imagenet = is_imagenet(header)
     names = header.get("class_names") or imagenet_class_names()
-    name_of = (lambda index: _class_name(names, index, short=imagenet))
+    name_of = functools.partial(_class_name, names, short=imagenet)
 
     head_metrics = {}
     for head in heads:
@@ -228,7 +225,6 @@ def _timing(batches: list[dict], header: dict) -> dict:
 def deterministic_part(summary: dict) -> dict:
     """The summary without its measured ``timing`` section: equal for interrupted and uninterrupted runs."""
     return {key: value for key, value in summary.items() if key != "timing"}
-
 
 
 def wilson_interval(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]:

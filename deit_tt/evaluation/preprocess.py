@@ -20,7 +20,6 @@ HUB_PROCESSOR_VALUES = {
 }
 
 
-
 class Preprocessor:
     """``official`` (DeiT's eval recipe) or ``hf`` (the checkpoint's own image processor), picklable for workers.
 
@@ -94,4 +93,3 @@ def _describe_processor(processor, origin: str) -> str:
     mean = [round(float(m), 3) for m in getattr(processor, "image_mean", [])]
     std = [round(float(s), 3) for s in getattr(processor, "image_std", [])]
     return f"hf: {origin}: {resize} ({resample_name}), {crop_text}, mean {mean}, std {std}"
-

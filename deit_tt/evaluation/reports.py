@@ -11,7 +11,6 @@ from deit_tt.evaluation.metrics import wilson_interval
 from deit_tt.evaluation.results import read_results
 
 
-
 def summary_table(summary: dict):
     """pandas DataFrame, one row per head: top-1 / top-5 (%), published top-1 and the gap."""
     import pandas as pd
@@ -130,4 +129,3 @@ def running_accuracy(results_path: str | os.PathLike, image_ids: Sequence[str] |
             "top1_high": high,
         }
     )[columns]
-

@@ -90,7 +90,6 @@ def _parse(path: Path, data: bytes) -> tuple[Results | None, int]:
     return Results(header, records, batches, discarded), committed_offset
 
 
-
 class ResultsWriter:
     """Appends committed batches to a results file (opened for a given header, resuming when compatible)."""
 
@@ -131,4 +130,3 @@ class ResultsWriter:
 
     def close(self) -> None:
         self._handle.close()
-

@@ -29,7 +29,6 @@ class EvaluationResult:
     seconds: float
 
 
-
 def evaluate(
     pipeline,
     dataset: ImageNetDataset,
@@ -172,4 +171,3 @@ def _reference_records(model, pixel_values: torch.Tensor, logits: torch.Tensor) 
         reference = model(pixel_values=pixel_values.float()).logits.float()
     top5 = _top_k(reference)
     return [{"top5": top5[i], "pcc": pcc(logits[i], reference[i])} for i in range(reference.shape[0])]
-
