@@ -10,7 +10,8 @@ import pytest
 import torch
 from transformers import DeiTForImageClassificationWithTeacher
 
-from deit_tt.checkpoint import CheckpointError, load_checkpoint, random_checkpoint
+from deit_tt.checkpoint import CheckpointError, load_checkpoint, parameter_listing, parameter_table, random_checkpoint
+from deit_tt.conversion import FAMILIES, family_of
 from deit_tt.labels import imagenet_class_names, imagenet_synsets
 
 
@@ -87,3 +88,44 @@ def test_imagenet_labels_are_in_head_index_order():
     assert (synsets[0], synsets[999]) == ("n01440764", "n15075141")
     assert names[0].startswith("tench") and names[999].startswith("toilet tissue")
     assert names[134] == names[517] == "crane"  # names are not unique: match by index or synset
+
+
+# -- what a checkpoint is made of ------------------------------------------------------------------
+
+
+def test_every_hugging_face_parameter_belongs_to_a_converter_family(tiny_checkpoint):
+    listing = parameter_listing(tiny_checkpoint)
+    assert "other" not in set(listing["family"]), listing[listing["family"] == "other"]
+    assert set(listing["family"]) == set(FAMILIES)
+
+
+def test_parameter_table_counts_add_up(tiny_checkpoint):
+    table = parameter_table(tiny_checkpoint)
+    model_total = sum(p.numel() for p in tiny_checkpoint.model.parameters())
+    total = table[table["family"] == "total"].iloc[0]
+    families = table[table["family"] != "total"].set_index("family")
+    assert total["parameters"] == model_total == families["parameters"].sum()
+    assert families["share_percent"].sum() == pytest.approx(100.0)
+    layers = tiny_checkpoint.config.num_hidden_layers
+    assert families.loc["qkv", "tensors"] == layers * 6  # q, k, v weight and bias per layer
+    assert families.loc["layernorm", "tensors"] == layers * 4 + 2
+    assert families.loc["ff1", "parameters"] == layers * (192 * 768 + 768)
+    assert table["parameters"].iloc[:-1].is_monotonic_decreasing
+
+
+@pytest.mark.parametrize(
+    "name, family",
+    [
+        ("deit.layers.3.attention.k_proj.weight", "qkv"),
+        ("deit.layers.3.attention.o_proj.bias", "attention_output"),
+        ("deit.layers.0.mlp.fc2.weight", "ff2"),
+        ("deit.layers.0.layernorm_after.bias", "layernorm"),
+        ("deit.layernorm.weight", "layernorm"),
+        ("deit.embeddings.position_embeddings", "embeddings"),
+        ("deit.embeddings.patch_embeddings.projection.weight", "patch_embedding"),
+        ("distillation_classifier.weight", "classifier"),
+        ("something.else", "other"),
+    ],
+)
+def test_family_of(name, family):
+    assert family_of(name) == family
