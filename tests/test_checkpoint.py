@@ -129,3 +129,49 @@ def test_parameter_table_counts_add_up(tiny_checkpoint):
 )
 def test_family_of(name, family):
     assert family_of(name) == family
+
+
+# -- an offline copy of a hub checkpoint ---------------------------------------------------------------
+
+
+def test_save_offline_copy_writes_model_and_processor_that_load_without_the_hub(tmp_path, monkeypatch):
+    import deit_tt.checkpoint as checkpoint_module
+    from transformers import AutoImageProcessor, DeiTImageProcessor
+
+    from deit_tt.checkpoint import save_offline_copy
+    from deit_tt.preprocessing import load_image_processor
+
+    tiny = random_checkpoint("tiny")
+    monkeypatch.setattr(checkpoint_module, "unloadable_reason", lambda model: None)  # pretend the hub answers
+    monkeypatch.setattr(checkpoint_module, "load_checkpoint", lambda model: tiny)
+    monkeypatch.setattr(AutoImageProcessor, "from_pretrained", lambda *args, **kwargs: DeiTImageProcessor())
+    saved = save_offline_copy("facebook/deit-tiny-distilled-patch16-224", tmp_path / "copy")
+    monkeypatch.undo()
+    reloaded = load_checkpoint(str(saved))
+    assert reloaded.distilled and not reloaded.is_random
+    for name, parameter in tiny.model.state_dict().items():
+        assert torch.equal(reloaded.model.state_dict()[name], parameter), name
+    assert load_image_processor(str(saved)).crop_size == DeiTImageProcessor().crop_size
+
+
+@pytest.mark.parametrize("model", ["random:tiny", "."])
+def test_save_offline_copy_refuses_what_is_not_a_hub_id(model, tmp_path):
+    from deit_tt.checkpoint import save_offline_copy
+
+    with pytest.raises(CheckpointError, match="is not a hub id"):
+        save_offline_copy(model, tmp_path)
+
+
+def test_save_offline_copy_says_why_when_the_hub_is_unreachable(tmp_path, monkeypatch):
+    from deit_tt.checkpoint import save_offline_copy
+
+    from deit_tt import hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub, "is_cached", lambda repo_id: False)
+    hub.hub_unreachable.cache_clear()
+    try:
+        with pytest.raises(CheckpointError, match="hub is unreachable"):
+            save_offline_copy("facebook/deit-small-distilled-patch16-224", tmp_path / "copy")
+    finally:
+        hub.hub_unreachable.cache_clear()
