@@ -3,6 +3,9 @@
 ``random:tiny|small|base`` builds the real architecture (12 layers, 1000 ImageNet labels, both heads)
 with seeded random weights, so everything can run where the hub cannot be reached. Predictions from
 such a model are meaningless; ``Checkpoint.is_random`` lets every report say so.
+
+``save_offline_copy`` writes a hub checkpoint and its image processor to a folder for later offline use;
+``parameter_listing`` / ``parameter_table`` list what a checkpoint is made of, by converter family.
 """
 
 from __future__ import annotations

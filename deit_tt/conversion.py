@@ -13,6 +13,10 @@ separately:
 The result stays on the host; the executor places it on a device (or keeps it on the host) later.
 Conversions are cached on disk (see ``deit_tt.cache``): pass ``cache_dir=False`` to switch that off.
 
+For looking at the result (notebook 01): ``family_of`` names the converter family of a Hugging Face parameter,
+``qkv_column_owners`` says which head and which of q/k/v owns each fused column, and ``qkv_roundtrip`` proves
+that un-fusing gives back Hugging Face's per-head weights.
+
 Layout summary (H = hidden size, h = heads, d = 64 = head size):
 
 - ``patch_embedding_weight`` [16*16*4, H]: the conv weight (H, 3, 16, 16) with input channels zero-padded

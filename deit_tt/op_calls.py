@@ -99,6 +99,17 @@ def calls_table(calls: list[OpCall], plan) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def plan_objects(calls: list[OpCall], plan) -> dict[str, object]:
+    """The plan's config objects the calls take, by attribute name, in the order they are first used."""
+    names = plan_config_names(plan)
+    used: dict[str, object] = {}
+    for call in calls:
+        for value in (*call.args, *call.kwargs.values()):
+            if id(value) in names:
+                used.setdefault(names[id(value)], value)
+    return used
+
+
 def describe_tensor(tensor) -> str:
     """``[1792, 192] bfloat8_b``: shape and the ttnn dtype it is stored in (host tensors carry ``ttnn_dtype``)."""
     dtype = tensor.dtype if isinstance(tensor, ttnn.Tensor) else getattr(tensor, "ttnn_dtype", tensor.dtype)

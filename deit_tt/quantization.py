@@ -4,7 +4,8 @@ Every converted tensor is read back with ``ttnn.to_torch`` and compared with the
 same (fused, transposed, padded) layout. Metrics cover the real entries only: zero padding (classifier
 columns beyond num_labels, position rows 198..223, the patch weight's 4th input channel) is excluded,
 because zeros on both sides would only flatter the numbers. Whether the padding read back as exact
-zeros is reported separately (``padding_zero``).
+zeros is reported separately (``padding_zero``). ``storage_table`` gives what each family occupies once stored
+(whole tiles and block-float exponent bytes included).
 """
 
 from __future__ import annotations

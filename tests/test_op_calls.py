@@ -6,7 +6,7 @@ import pytest
 import torch
 import ttnn
 
-from deit_tt.op_calls import calls_table, describe_value, encoder_layer_calls
+from deit_tt.op_calls import calls_table, describe_value, encoder_layer_calls, plan_objects
 from deit_tt.pipeline import build_pipeline
 
 
@@ -35,6 +35,10 @@ def test_the_recorded_calls_are_the_layer_the_model_runs(tiny_pipeline, layer_in
     assert len(table) == len(calls) == 15
     assert "program_config=plan.qkv" in table.loc[1, "plan configs"]
     assert table.loc[1, "output"] == "[2, 224, 576] bfloat8_b"
+    used = plan_objects(calls, plan)
+    assert list(used)[:4] == ["matmul_output_memory_config", "layernorm", "layernorm_compute", "qkv"]
+    assert used["qkv_attention_memory_config"] is plan.qkv_attention_memory_config  # a positional argument
+    assert "classifier" not in used
 
 
 def test_a_call_runs_again_with_its_own_arguments_or_replaced_ones(tiny_pipeline, layer_input):
