@@ -45,13 +45,37 @@ from __future__ import annotations
 
 import threading
 
+import pandas as pd
 import torch
 import ttnn
 
-__all__ = ["round_to_dtype", "BLOCK_SIZE", "MANTISSA_BITS"]
+from deit_tt.pcc import pcc
+from deit_tt.policy import dtype_name
+
+__all__ = [
+    "round_to_dtype",
+    "BLOCK_SIZE",
+    "MANTISSA_BITS",
+    "TILE",
+    "FACE",
+    "TILE_DTYPES",
+    "bytes_per_tile",
+    "tile_bytes_table",
+    "tile_of",
+    "face_index_map",
+    "tile_faces",
+    "face_row_exponents",
+    "tile_format_errors",
+    "largest_value_tile",
+    "row_steps",
+    "flushed_to_zero",
+]
 
 BLOCK_SIZE = 16  # values sharing one exponent: one row of a 16x16 face
 MANTISSA_BITS = {ttnn.bfloat8_b: 7, ttnn.bfloat4_b: 3}  # magnitude bits, hidden bit included
+TILE = 32  # ttnn tile edge
+FACE = 16  # a tile is four 16x16 faces: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right
+TILE_DTYPES = (ttnn.float32, ttnn.bfloat16, ttnn.bfloat8_b, ttnn.bfloat4_b)
 
 _BF16_CANONICAL_NAN = 0x7FC0
 # Fast path bounds on the shared exponent E (see _round_block_float). Rows of zeros/subnormals
@@ -214,3 +238,142 @@ def _round_block_float_exact(groups: torch.Tensor, mantissa_bits: int) -> torch.
     out = torch.where(m == 0, 0, out)  # +0, whatever the sign
     # Only the top 16 bits can be set: bfloat16 keeps them exactly (NaN payloads included).
     return (out >> 16).to(torch.int16).view(torch.bfloat16)
+
+
+# --------------------------------------------------------------------------------------------------
+# One tile, looked at: its faces, the exponents its face rows share, what each format does to it
+# (the tables and maps of notebook 01).
+
+
+def bytes_per_tile(dtype) -> int:
+    """Bytes one 32x32 tile takes in ``dtype``, as ttnn itself reports it (``ttnn.Tile.get_tile_size``).
+
+    Needs a chip description: on a machine without a card, call ``deit_tt.runtime.prepare_host()`` first.
+    """
+    from deit_tt.runtime import prepare_host
+
+    prepare_host()
+    return int(ttnn.Tile((TILE, TILE)).get_tile_size(dtype))
+
+
+def tile_bytes_table() -> pd.DataFrame:
+    """Per format: bytes per tile (from ttnn), how they split into values and shared exponents, bits per value."""
+    rows = []
+    values = TILE * TILE
+    for dtype in TILE_DTYPES:
+        total = bytes_per_tile(dtype)
+        exponents = TILE * TILE // BLOCK_SIZE if dtype in MANTISSA_BITS else 0  # one byte per 16-value face row
+        rows.append(
+            {
+                "dtype": dtype_name(dtype),
+                "bytes_per_tile": total,
+                "value_bytes": total - exponents,
+                "exponent_bytes": exponents,
+                "bits_per_value": 8 * total / values,
+                "vs_bfloat16": total / bytes_per_tile(ttnn.bfloat16),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def tile_of(tensor, tile_row: int = 0, tile_col: int = 0) -> torch.Tensor:
+    """Tile (``tile_row``, ``tile_col``) of a 2-D tensor (torch, or a ttnn host tensor) as float32 [32, 32]."""
+    if isinstance(tensor, ttnn.Tensor):
+        tensor = ttnn.to_torch(tensor)
+    matrix = tensor.reshape(-1, tensor.shape[-1]).float()
+    rows, cols = matrix.shape
+    if (tile_row + 1) * TILE > rows or (tile_col + 1) * TILE > cols:
+        raise ValueError(f"tile ({tile_row}, {tile_col}) is outside a {rows}x{cols} matrix")
+    return matrix[tile_row * TILE : (tile_row + 1) * TILE, tile_col * TILE : (tile_col + 1) * TILE].clone()
+
+
+def face_index_map() -> torch.Tensor:
+    """[32, 32] int: the face (0..3) each element of a tile lives in."""
+    rows = torch.arange(TILE).div(FACE, rounding_mode="floor").reshape(-1, 1)
+    cols = torch.arange(TILE).div(FACE, rounding_mode="floor").reshape(1, -1)
+    return (2 * rows + cols).to(torch.int64)
+
+
+def tile_faces(tile: torch.Tensor) -> list[torch.Tensor]:
+    """The four 16x16 faces of a 32x32 tile, in the order ttnn stores them (row-major over faces)."""
+    _check_tile(tile)
+    return [tile[r : r + FACE, c : c + FACE] for r in (0, FACE) for c in (0, FACE)]
+
+
+def face_row_exponents(tile: torch.Tensor) -> torch.Tensor:
+    """[32, 2] int: the shared exponent (unbiased, i.e. floor(log2 |x|) of the row's largest value) of
+    every 16-value face row. Column 0 covers tile columns 0-15 (faces 0 and 2), column 1 columns 16-31.
+
+    These are the 64 exponent bytes a bfloat8_b or bfloat4_b tile stores next to its values. A row of
+    zeros has no exponent (reported as the most negative int32).
+    """
+    _check_tile(tile)
+    largest = tile.float().abs().reshape(TILE, TILE // BLOCK_SIZE, BLOCK_SIZE).amax(dim=-1)
+    field = (largest.view(torch.int32) >> 23) & 0xFF
+    exponent = field - 127
+    return torch.where(field == 0, torch.iinfo(torch.int32).min, exponent)
+
+
+def tile_format_errors(tile: torch.Tensor) -> pd.DataFrame:
+    """What storing one fp32 tile in bfloat16, bfloat8_b and bfloat4_b does to it (via ``round_to_dtype``).
+
+    Columns: dtype, bytes_per_tile, pcc, max_abs_error, mean_abs_error, relative_error (Frobenius norm of
+    the error over the tile's), flushed_to_zero (non-zero values stored as 0), distinct_values.
+    """
+    _check_tile(tile)
+    tile = tile.float()
+    rows = []
+    for dtype in (ttnn.bfloat16, ttnn.bfloat8_b, ttnn.bfloat4_b):
+        stored = round_to_dtype(tile, dtype).float()
+        error = stored - tile
+        rows.append(
+            {
+                "dtype": dtype_name(dtype),
+                "bytes_per_tile": bytes_per_tile(dtype),
+                "pcc": pcc(stored, tile),
+                "max_abs_error": float(error.abs().max()),
+                "mean_abs_error": float(error.abs().mean()),
+                "relative_error": float(error.norm() / tile.norm()) if tile.norm() > 0 else 0.0,
+                "flushed_to_zero": int(flushed_to_zero(tile, dtype).sum()),
+                "distinct_values": int(stored.unique().numel()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def largest_value_tile(tensor) -> tuple[int, int]:
+    """(tile_row, tile_col) of the whole tile holding the tensor's largest magnitude: the outlier whose face
+    row gets the largest shared exponent, so that its 15 neighbours are measured in the coarsest steps."""
+    if isinstance(tensor, ttnn.Tensor):
+        tensor = ttnn.to_torch(tensor)
+    matrix = tensor.reshape(-1, tensor.shape[-1]).float()
+    rows, cols = (matrix.shape[0] // TILE) * TILE, (matrix.shape[1] // TILE) * TILE
+    if rows == 0 or cols == 0:
+        raise ValueError(f"a {matrix.shape[0]}x{matrix.shape[1]} matrix holds no whole {TILE}x{TILE} tile")
+    index = int(matrix[:rows, :cols].abs().argmax())
+    row, col = divmod(index, cols)
+    return row // TILE, col // TILE
+
+
+def row_steps(tile: torch.Tensor, dtype) -> torch.Tensor:
+    """[32, 32] float32: the step (unit) of ``dtype`` in which each value of the tile is stored, i.e. the
+    unit of its face row's shared exponent (2**(e - 6) in bfloat8_b, 2**(e - 2) in bfloat4_b). A value's
+    rounding error is at most about half its step; values under half a step are flushed to zero.
+    Rows of zeros get step 0."""
+    if dtype not in MANTISSA_BITS:
+        raise ValueError(f"{dtype} is not a block-float format; choose one of {', '.join(map(str, MANTISSA_BITS))}")
+    exponents = face_row_exponents(tile)
+    zero_row = exponents == torch.iinfo(torch.int32).min
+    steps = torch.pow(2.0, (exponents.clamp_min(-126) - (MANTISSA_BITS[dtype] - 1)).float())
+    steps = torch.where(zero_row, 0.0, steps)
+    return steps.repeat_interleave(BLOCK_SIZE, dim=1)
+
+
+def flushed_to_zero(tile: torch.Tensor, dtype) -> torch.Tensor:
+    """[32, 32] bool: the non-zero values of the tile that ``dtype`` stores as zero."""
+    return (round_to_dtype(tile.float(), dtype) == 0) & (tile != 0)
+
+
+def _check_tile(tile: torch.Tensor) -> None:
+    if tuple(tile.shape) != (TILE, TILE):
+        raise ValueError(f"expected one {TILE}x{TILE} tile, got shape {tuple(tile.shape)}")

@@ -3,6 +3,9 @@
 ``random:tiny|small|base`` builds the real architecture (12 layers, 1000 ImageNet labels, both heads)
 with seeded random weights, so everything can run where the hub cannot be reached. Predictions from
 such a model are meaningless; ``Checkpoint.is_random`` lets every report say so.
+
+``save_offline_copy`` writes a hub checkpoint and its image processor to a folder for later offline use;
+``parameter_listing`` / ``parameter_table`` list what a checkpoint is made of, by converter family.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+import pandas as pd
 import torch
 from transformers import DeiTConfig, DeiTForImageClassification, DeiTForImageClassificationWithTeacher
 
@@ -72,6 +76,24 @@ def load_checkpoint(model: str | None = None) -> Checkpoint:
     if problem:
         raise CheckpointError(problem)
     return _load_pretrained(name, name, identity=None, local_files_only=hub_unreachable())
+
+
+def save_offline_copy(model: str, directory: str | Path) -> Path:
+    """Download hub checkpoint ``model`` and write it to ``directory`` with ``save_pretrained``: the model and its
+    image processor, so that ``--model DIR`` / ``DEIT_TT_MODEL=DIR`` later runs without the hub. Returns the folder."""
+    from transformers import AutoImageProcessor
+
+    if model.startswith("random:") or Path(model).expanduser().is_dir():
+        raise CheckpointError(f"{model!r} is not a hub id; only a hub checkpoint needs an offline copy")
+    problem = unloadable_reason(model)
+    if problem:
+        raise CheckpointError(problem)
+    target = Path(directory).expanduser()
+    checkpoint = load_checkpoint(model)
+    processor = AutoImageProcessor.from_pretrained(model, local_files_only=hub_unreachable())
+    checkpoint.model.save_pretrained(target)
+    processor.save_pretrained(target)
+    return target
 
 
 def random_config(size: str) -> DeiTConfig:
@@ -148,3 +170,51 @@ def _directory_fingerprint(path: Path) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return f"dir:{path.resolve()}:{digest.hexdigest()[:16]}"
+
+
+# --------------------------------------------------------------------------------------------------
+# What a checkpoint is made of (notebook 01)
+
+
+def parameter_listing(checkpoint) -> pd.DataFrame:
+    """One row per Hugging Face parameter: name, converter family (``deit_tt.conversion.family_of``), shape, parameters."""
+    from deit_tt.conversion import family_of  # conversion needs ttnn; loading a checkpoint does not
+
+    rows = [
+        {"name": name, "family": family_of(name), "shape": tuple(p.shape), "parameters": p.numel()}
+        for name, p in checkpoint.model.named_parameters()
+    ]
+    return pd.DataFrame(rows, columns=["name", "family", "shape", "parameters"])
+
+
+def parameter_table(checkpoint) -> pd.DataFrame:
+    """Parameters grouped by converter family, largest share first, with a total row.
+
+    Columns: family, tensors, parameters, share_percent, fp32_mib, example (one member's name and shape).
+    """
+    listing = parameter_listing(checkpoint)
+    total = int(listing["parameters"].sum())
+    rows = []
+    for family, members in listing.groupby("family", sort=False):
+        first = members.iloc[0]
+        count = int(members["parameters"].sum())
+        rows.append(
+            {
+                "family": family,
+                "tensors": len(members),
+                "parameters": count,
+                "share_percent": 100.0 * count / total,
+                "fp32_mib": count * 4 / 2**20,
+                "example": f"{first['name']} {tuple(first['shape'])}",
+            }
+        )
+    table = pd.DataFrame(rows).sort_values("parameters", ascending=False, ignore_index=True)
+    summary = {
+        "family": "total",
+        "tensors": len(listing),
+        "parameters": total,
+        "share_percent": 100.0,
+        "fp32_mib": total * 4 / 2**20,
+        "example": "",
+    }
+    return pd.concat([table, pd.DataFrame([summary])], ignore_index=True)

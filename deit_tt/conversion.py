@@ -13,6 +13,10 @@ separately:
 The result stays on the host; the executor places it on a device (or keeps it on the host) later.
 Conversions are cached on disk (see ``deit_tt.cache``): pass ``cache_dir=False`` to switch that off.
 
+For looking at the result (notebook 01): ``family_of`` names the converter family of a Hugging Face parameter,
+``qkv_column_owners`` says which head and which of q/k/v owns each fused column, and ``qkv_roundtrip`` proves
+that un-fusing gives back Hugging Face's per-head weights.
+
 Layout summary (H = hidden size, h = heads, d = 64 = head size):
 
 - ``patch_embedding_weight`` [16*16*4, H]: the conv weight (H, 3, 16, 16) with input channels zero-padded
@@ -29,17 +33,21 @@ Layout summary (H = hidden size, h = heads, d = 64 = head size):
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import torch
 import ttnn
 from ttnn.model_preprocessing import preprocess_layernorm_parameter, preprocess_linear_bias, preprocess_linear_weight
 
 from deit_tt import cache as cache_module
+from deit_tt.blockfloat import round_to_dtype
 from deit_tt.cache import CacheInfo
 from deit_tt.errors import UserFacingError
+from deit_tt.pcc import pcc
 from deit_tt.policy import DtypePolicy, get_policy
 from deit_tt.runtime import prepare_host
 from deit_tt.sharding import CLASS_PAD_MULTIPLE, round_up
@@ -55,6 +63,19 @@ SUPPORTED_IMAGE_SIZE = 224
 SUPPORTED_PATCH_SIZE = 16
 
 FAMILIES = ("patch_embedding", "embeddings", "qkv", "attention_output", "ff1", "ff2", "layernorm", "classifier")
+
+# Hugging Face parameter names -> converter family (in FAMILIES order), for listings of a checkpoint.
+_FAMILY_PATTERNS = (
+    ("patch_embedding", r"patch_embeddings\."),
+    ("embeddings", r"embeddings\.(cls_token|distillation_token|position_embeddings)$"),
+    ("qkv", r"attention\.(q_proj|k_proj|v_proj)\."),
+    ("attention_output", r"attention\.o_proj\."),
+    ("ff1", r"mlp\.fc1\."),
+    ("ff2", r"mlp\.fc2\."),
+    ("layernorm", r"layernorm(_before|_after)?\."),
+    ("classifier", r"classifier\."),
+)
+QKV_PARTS = ("q", "k", "v")
 
 logger = logging.getLogger(__name__)
 
@@ -240,6 +261,88 @@ def split_fused_qkv(fused, heads: int) -> tuple[torch.Tensor, torch.Tensor, torc
     hidden = fused.shape[0]
     grouped = fused.T.reshape(heads, 3, hidden // heads, hidden)  # (heads, q|k|v, d, H_in)
     return tuple(grouped[:, j].reshape(hidden, hidden) for j in range(3))
+
+
+def family_of(name: str) -> str:
+    """Converter family of a Hugging Face DeiT parameter name ("other" if none matches)."""
+    for family, pattern in _FAMILY_PATTERNS:
+        if re.search(pattern, name):
+            return family
+    return "other"
+
+
+def qkv_column_owners(hidden: int, heads: int, layout: str = "fused") -> pd.DataFrame:
+    """Who owns each output column of the QKV projection.
+
+    ``layout="fused"``: the converted weight [H, 3H] with columns q_h0 k_h0 v_h0 | q_h1 k_h1 v_h1 | ...
+    (what ``ttnn.transformer.split_query_key_value_and_split_heads`` reads on a sharded tensor);
+    ``layout="hf"``: Hugging Face's three projections side by side, [Q | K | V].
+    Columns: column, head, part ("q"/"k"/"v"), part_index (0/1/2), offset (position inside the head).
+    """
+    if hidden % heads:
+        raise ValueError(f"hidden size {hidden} is not divisible by {heads} heads")
+    head_size = hidden // heads
+    column = torch.arange(3 * hidden)
+    if layout == "fused":
+        head = column // (3 * head_size)
+        part = (column % (3 * head_size)) // head_size
+    elif layout == "hf":
+        part = column // hidden
+        head = (column % hidden) // head_size
+    else:
+        raise ValueError(f"layout must be 'fused' or 'hf', not {layout!r}")
+    offset = column % head_size
+    return pd.DataFrame(
+        {
+            "column": column.numpy(),
+            "head": head.numpy(),
+            "part": [QKV_PARTS[i] for i in part.tolist()],
+            "part_index": part.numpy(),
+            "offset": offset.numpy(),
+        }
+    )
+
+
+def qkv_roundtrip(checkpoint, parameters, layer: int = 0) -> pd.DataFrame:
+    """Un-fuse layer ``layer``'s converted QKV weight and bias with ``split_fused_qkv`` and compare every
+    head's q/k/v block with Hugging Face's ``q_proj``/``k_proj``/``v_proj``.
+
+    One row per (tensor, head, part): the fused columns it came from, the HF rows it matches,
+    ``exact`` (the un-fused block equals HF's rows rounded to the stored dtype, element for element;
+    only defined for bfloat16/float32 storage, where rounding is per element), pcc and max_abs_error
+    against the fp32 HF values.
+    """
+    config = checkpoint.config
+    heads, hidden = config.num_attention_heads, config.hidden_size
+    head_size = hidden // heads
+    attention = checkpoint.model.deit.layers[layer].attention
+    stored = parameters.layers[layer]
+    rows = []
+    for kind, fused in (("weight", stored.qkv_weight), ("bias", stored.qkv_bias)):
+        elementwise = fused.dtype in (ttnn.bfloat16, ttnn.float32)
+        unfused = split_fused_qkv(fused, heads)
+        for part_index, (part, projection) in enumerate(zip(QKV_PARTS, ("q_proj", "k_proj", "v_proj"))):
+            expected_all = getattr(getattr(attention, projection), kind).detach().float()
+            actual_all = unfused[part_index].float()
+            for head in range(heads):
+                block = slice(head * head_size, (head + 1) * head_size)
+                expected, actual = expected_all[block], actual_all[block]
+                first_column = head * 3 * head_size + part_index * head_size
+                rows.append(
+                    {
+                        "tensor": kind,
+                        "head": head,
+                        "part": part,
+                        "fused_columns": f"{first_column}-{first_column + head_size - 1}",
+                        "hf_rows": f"{block.start}-{block.stop - 1}",
+                        "exact": bool(torch.equal(actual, round_to_dtype(expected, fused.dtype).float()))
+                        if elementwise
+                        else None,
+                        "pcc": pcc(actual, expected),
+                        "max_abs_error": float((actual - expected).abs().max()),
+                    }
+                )
+    return pd.DataFrame(rows)
 
 
 def patch_embedding_source(conv_weight: torch.Tensor) -> torch.Tensor:

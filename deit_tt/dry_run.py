@@ -36,7 +36,7 @@ class RecordingExecutor(DeviceExecutor):
     def __init__(self, device, plan):
         super().__init__(device)
         self.records: list[OpRecord] = []
-        self._config_names = _plan_config_names(plan)
+        self._config_names = plan_config_names(plan)
 
     def run(self, op, *args, **kwargs):
         output = super().run(op, *args, **kwargs)
@@ -46,7 +46,7 @@ class RecordingExecutor(DeviceExecutor):
         self.records.append(
             OpRecord(
                 index=len(self.records),
-                op=_op_name(op),
+                op=op_name(op),
                 config=self._config_of(args, kwargs),
                 inputs=tuple(describe_placement(t) for t in _tensors(args, kwargs)),
                 output=", ".join(unique_outputs),
@@ -122,7 +122,8 @@ def peak(records: list[OpRecord]) -> OpRecord:
     return max(records, key=lambda record: (record.l1_allocated, -record.index))
 
 
-def _plan_config_names(plan) -> dict[int, str]:
+def plan_config_names(plan) -> dict[int, str]:
+    """id() of every config and memory config object of the plan -> its attribute name."""
     named = {**plan.memory_configs(), **plan.configs()}
     return {id(config): name for name, config in named.items()}
 
@@ -144,7 +145,7 @@ def _tensors(args, kwargs):
                 yield item
 
 
-def _op_name(op) -> str:
+def op_name(op) -> str:
     return getattr(op, "python_fully_qualified_name", None) or getattr(op, "__name__", str(op))
 
 

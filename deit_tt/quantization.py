@@ -4,7 +4,8 @@ Every converted tensor is read back with ``ttnn.to_torch`` and compared with the
 same (fused, transposed, padded) layout. Metrics cover the real entries only: zero padding (classifier
 columns beyond num_labels, position rows 198..223, the patch weight's 4th input channel) is excluded,
 because zeros on both sides would only flatter the numbers. Whether the padding read back as exact
-zeros is reported separately (``padding_zero``).
+zeros is reported separately (``padding_zero``). ``storage_table`` gives what each family occupies once stored
+(whole tiles and block-float exponent bytes included).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 import ttnn
 
 from deit_tt.conversion import FAMILIES, DeiTParameters, converted_tensors
+from deit_tt.blockfloat import TILE, bytes_per_tile
 from deit_tt.pcc import pcc
 from deit_tt.policy import dtype_name
 
@@ -80,3 +82,36 @@ def summarize(report: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def stored_bytes(tensor: ttnn.Tensor) -> int:
+    """Bytes a converted ttnn tensor occupies: whole tiles in TILE layout, element bytes in ROW_MAJOR."""
+    shape = list(tensor.padded_shape)
+    if tensor.layout == ttnn.TILE_LAYOUT:
+        rows = 1
+        for size in shape[:-1]:
+            rows *= size
+        tiles = (-(-rows // TILE)) * (-(-shape[-1] // TILE))
+        return tiles * bytes_per_tile(tensor.dtype)
+    count = 1
+    for size in shape:
+        count *= size
+    return count * int(tensor.element_size())
+
+
+def storage_table(checkpoint, parameters_by_policy: dict) -> pd.DataFrame:
+    """MiB stored per converter family for each conversion of ``checkpoint`` (``{policy name: DeiTParameters}``).
+
+    Counts tile padding (e.g. the classifier's 1000 -> 1152 outputs) and the block-float exponent bytes.
+    """
+    columns = {}
+    for policy_name, parameters in parameters_by_policy.items():
+        per_family = dict.fromkeys(FAMILIES, 0)
+        for item in converted_tensors(checkpoint, parameters):
+            per_family[item.family] += stored_bytes(item.tensor)
+        columns[f"{policy_name}_mib"] = {family: size / 2**20 for family, size in per_family.items()}
+    table = pd.DataFrame(columns)
+    table = table[(table != 0).any(axis=1)]
+    table.loc["total"] = table.sum()
+    table.index.name = "family"
+    return table.reset_index()

@@ -12,7 +12,20 @@ import torch
 import ttnn
 
 import deit_tt.blockfloat as blockfloat
-from deit_tt.blockfloat import round_to_dtype
+from deit_tt.blockfloat import (
+    bytes_per_tile,
+    face_index_map,
+    face_row_exponents,
+    flushed_to_zero,
+    largest_value_tile,
+    round_to_dtype,
+    row_steps,
+    tile_bytes_table,
+    tile_faces,
+    tile_format_errors,
+    tile_of,
+)
+from deit_tt.sharding import TILE_BYTES
 
 BLOCK_FLOATS = [pytest.param(ttnn.bfloat8_b, id="bfloat8_b"), pytest.param(ttnn.bfloat4_b, id="bfloat4_b")]
 INPUT_DTYPES = [pytest.param(torch.float32, id="fp32"), pytest.param(torch.bfloat16, id="bf16")]
@@ -290,3 +303,86 @@ def test_rejects_what_it_cannot_round():
 
 def test_empty_tensor():
     assert round_to_dtype(torch.empty(0, 32), ttnn.bfloat8_b).shape == (0, 32)
+
+
+# -- one tile, looked at (notebook 01) ---------------------------------------------------------------
+
+
+def test_bytes_per_tile_come_from_ttnn_and_match_the_documented_sizes():
+    expected = {ttnn.float32: 4096, ttnn.bfloat16: 2048, ttnn.bfloat8_b: 1024 + 64, ttnn.bfloat4_b: 512 + 64}
+    for dtype, size in expected.items():
+        assert bytes_per_tile(dtype) == size == TILE_BYTES[dtype]
+    table = tile_bytes_table().set_index("dtype")
+    assert table.loc["bfloat8_b", "exponent_bytes"] == table.loc["bfloat4_b", "exponent_bytes"] == 64
+    assert table.loc["bfloat16", "exponent_bytes"] == 0
+    assert table.loc["bfloat8_b", "bits_per_value"] == 8.5
+
+
+def test_faces_tile_the_tile_in_storage_order():
+    tile = torch.arange(32 * 32, dtype=torch.float32).reshape(32, 32)
+    faces = tile_faces(tile)
+    assert [tuple(f.shape) for f in faces] == [(16, 16)] * 4
+    assert faces[1][0, 0] == tile[0, 16] and faces[2][0, 0] == tile[16, 0] and faces[3][-1, -1] == tile[-1, -1]
+    face_map = face_index_map()
+    assert (face_map[0, 0], face_map[0, 31], face_map[31, 0], face_map[31, 31]) == (0, 1, 2, 3)
+    assert torch.bincount(face_map.flatten()).tolist() == [256] * 4
+
+
+def test_face_row_exponents_are_the_exponents_block_floats_share():
+    generator = torch.Generator().manual_seed(0)
+    tile = torch.randn(32, 32, generator=generator) * torch.logspace(-3, 2, 32).reshape(32, 1)
+    tile[5, :16] = 0.0  # a face row of zeros has no exponent
+    tile[7, 16:] = torch.linspace(-0.5, 3.0, 16)  # row max 3.0 = 1.5 * 2**1
+    exponents = face_row_exponents(tile)
+    assert exponents.shape == (32, 2)
+    assert exponents[7, 1] == 1
+    assert exponents[5, 0] == torch.iinfo(torch.int32).min
+    # every bfloat8_b value of a face row is a multiple of that row's step 2**(e - 6)
+    stored = round_to_dtype(tile, ttnn.bfloat8_b).double().reshape(32, 2, 16)
+    for row in range(32):
+        for half in range(2):
+            if row == 5 and half == 0:
+                continue
+            step = 2.0 ** (int(exponents[row, half]) - 6)
+            units = stored[row, half] / step
+            assert torch.equal(units, units.round()), (row, half)
+            assert units.abs().max() <= 127
+
+
+def test_tile_format_errors_order_the_formats():
+    tile = torch.randn(32, 32, generator=torch.Generator().manual_seed(1)) * 0.02
+    errors = tile_format_errors(tile).set_index("dtype")
+    assert list(errors.index) == ["bfloat16", "bfloat8_b", "bfloat4_b"]
+    assert errors["relative_error"].is_monotonic_increasing
+    assert errors["pcc"].is_monotonic_decreasing
+    assert errors.loc["bfloat4_b", "distinct_values"] <= 2 * 7 * 64 + 1  # sign x 3-bit magnitude per row, plus 0
+    assert errors.loc["bfloat16", "bytes_per_tile"] == 2048
+
+
+def test_tile_of_and_largest_value_tile():
+    matrix = torch.full((64, 96), 1.0)
+    matrix[32 + 3, 64 + 20] = -1e4  # one huge value in tile (1, 2)
+    matrix[63, 95] = 2.0
+    assert largest_value_tile(matrix) == (1, 2)
+    assert tile_of(matrix, 1, 2)[3, 20] == -1e4
+    with pytest.raises(ValueError):
+        tile_of(matrix, 2, 0)
+
+
+def test_row_steps_bound_the_rounding_error_and_mark_what_is_flushed():
+    tile = torch.randn(32, 32, generator=torch.Generator().manual_seed(2)) * 0.02
+    tile[3, 5] = 1.0  # an outlier: its face row (columns 0-15) gets exponent 0, step 2**-6 in bfloat8_b
+    tile[4, :16] = 0.0
+    steps = row_steps(tile, ttnn.bfloat8_b)
+    assert steps[3, 0] == steps[3, 15] == 2.0**-6 and steps[3, 16] < 2.0**-6
+    assert (steps[4, :16] == 0).all()
+    for dtype in (ttnn.bfloat8_b, ttnn.bfloat4_b):
+        steps = row_steps(tile, dtype)
+        error = (round_to_dtype(tile, dtype).float() - tile).abs()
+        nonzero = steps > 0
+        assert (error[nonzero] <= steps[nonzero]).all()  # truncation then rounding: under one step
+        flushed = flushed_to_zero(tile, dtype)
+        assert (tile[flushed].abs() <= steps[flushed]).all()
+    assert flushed_to_zero(tile, ttnn.bfloat4_b)[3, :16].sum() > flushed_to_zero(tile, ttnn.bfloat8_b)[3, :16].sum()
+    with pytest.raises(ValueError, match="not a block-float"):
+        row_steps(tile, ttnn.bfloat16)

@@ -10,7 +10,8 @@ import pytest
 import torch
 from transformers import DeiTForImageClassificationWithTeacher
 
-from deit_tt.checkpoint import CheckpointError, load_checkpoint, random_checkpoint
+from deit_tt.checkpoint import CheckpointError, load_checkpoint, parameter_listing, parameter_table, random_checkpoint
+from deit_tt.conversion import FAMILIES, family_of
 from deit_tt.labels import imagenet_class_names, imagenet_synsets
 
 
@@ -87,3 +88,90 @@ def test_imagenet_labels_are_in_head_index_order():
     assert (synsets[0], synsets[999]) == ("n01440764", "n15075141")
     assert names[0].startswith("tench") and names[999].startswith("toilet tissue")
     assert names[134] == names[517] == "crane"  # names are not unique: match by index or synset
+
+
+# -- what a checkpoint is made of ------------------------------------------------------------------
+
+
+def test_every_hugging_face_parameter_belongs_to_a_converter_family(tiny_checkpoint):
+    listing = parameter_listing(tiny_checkpoint)
+    assert "other" not in set(listing["family"]), listing[listing["family"] == "other"]
+    assert set(listing["family"]) == set(FAMILIES)
+
+
+def test_parameter_table_counts_add_up(tiny_checkpoint):
+    table = parameter_table(tiny_checkpoint)
+    model_total = sum(p.numel() for p in tiny_checkpoint.model.parameters())
+    total = table[table["family"] == "total"].iloc[0]
+    families = table[table["family"] != "total"].set_index("family")
+    assert total["parameters"] == model_total == families["parameters"].sum()
+    assert families["share_percent"].sum() == pytest.approx(100.0)
+    layers = tiny_checkpoint.config.num_hidden_layers
+    assert families.loc["qkv", "tensors"] == layers * 6  # q, k, v weight and bias per layer
+    assert families.loc["layernorm", "tensors"] == layers * 4 + 2
+    assert families.loc["ff1", "parameters"] == layers * (192 * 768 + 768)
+    assert table["parameters"].iloc[:-1].is_monotonic_decreasing
+
+
+@pytest.mark.parametrize(
+    "name, family",
+    [
+        ("deit.layers.3.attention.k_proj.weight", "qkv"),
+        ("deit.layers.3.attention.o_proj.bias", "attention_output"),
+        ("deit.layers.0.mlp.fc2.weight", "ff2"),
+        ("deit.layers.0.layernorm_after.bias", "layernorm"),
+        ("deit.layernorm.weight", "layernorm"),
+        ("deit.embeddings.position_embeddings", "embeddings"),
+        ("deit.embeddings.patch_embeddings.projection.weight", "patch_embedding"),
+        ("distillation_classifier.weight", "classifier"),
+        ("something.else", "other"),
+    ],
+)
+def test_family_of(name, family):
+    assert family_of(name) == family
+
+
+# -- an offline copy of a hub checkpoint ---------------------------------------------------------------
+
+
+def test_save_offline_copy_writes_model_and_processor_that_load_without_the_hub(tmp_path, monkeypatch):
+    import deit_tt.checkpoint as checkpoint_module
+    from transformers import AutoImageProcessor, DeiTImageProcessor
+
+    from deit_tt.checkpoint import save_offline_copy
+    from deit_tt.preprocessing import load_image_processor
+
+    tiny = random_checkpoint("tiny")
+    monkeypatch.setattr(checkpoint_module, "unloadable_reason", lambda model: None)  # pretend the hub answers
+    monkeypatch.setattr(checkpoint_module, "load_checkpoint", lambda model: tiny)
+    monkeypatch.setattr(AutoImageProcessor, "from_pretrained", lambda *args, **kwargs: DeiTImageProcessor())
+    saved = save_offline_copy("facebook/deit-tiny-distilled-patch16-224", tmp_path / "copy")
+    monkeypatch.undo()
+    reloaded = load_checkpoint(str(saved))
+    assert reloaded.distilled and not reloaded.is_random
+    for name, parameter in tiny.model.state_dict().items():
+        assert torch.equal(reloaded.model.state_dict()[name], parameter), name
+    assert load_image_processor(str(saved)).crop_size == DeiTImageProcessor().crop_size
+
+
+@pytest.mark.parametrize("model", ["random:tiny", "."])
+def test_save_offline_copy_refuses_what_is_not_a_hub_id(model, tmp_path):
+    from deit_tt.checkpoint import save_offline_copy
+
+    with pytest.raises(CheckpointError, match="is not a hub id"):
+        save_offline_copy(model, tmp_path)
+
+
+def test_save_offline_copy_says_why_when_the_hub_is_unreachable(tmp_path, monkeypatch):
+    from deit_tt.checkpoint import save_offline_copy
+
+    from deit_tt import hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub, "is_cached", lambda repo_id: False)
+    hub.hub_unreachable.cache_clear()
+    try:
+        with pytest.raises(CheckpointError, match="hub is unreachable"):
+            save_offline_copy("facebook/deit-small-distilled-patch16-224", tmp_path / "copy")
+    finally:
+        hub.hub_unreachable.cache_clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -16,19 +17,23 @@ from deit_tt.conversion import (
     convert_parameters,
     converted_tensors,
     fold_pixels,
+    fuse_qkv,
     padded_num_labels,
+    qkv_column_owners,
+    qkv_roundtrip,
     split_fused_qkv,
 )
 from deit_tt.errors import UserFacingError
 from deit_tt.policy import get_policy
-from deit_tt.quantization import quantization_report, summarize, tensor_metrics
+from deit_tt.quantization import quantization_report, storage_table, stored_bytes, summarize, tensor_metrics
 
 
 @pytest.fixture(scope="module")
 def textured_checkpoint(tiny_checkpoint):
-    """The tiny random checkpoint with non-zero CLS / distillation / position embeddings.
+    """The tiny random checkpoint with CLS / distillation / position embeddings of its own seed.
 
-    The random checkpoints leave those at zero, which would make padding and read-back checks vacuous.
+    The random checkpoints draw those from N(0, 0.02) already; these tests do not rely on that, so that the
+    padding and read-back checks stay meaningful whatever ``random_checkpoint`` initialises.
     """
     checkpoint = copy.deepcopy(tiny_checkpoint)
     generator = torch.Generator().manual_seed(1)
@@ -234,3 +239,69 @@ def test_base_bf8_twelve_head_layout(base_checkpoint):
         assert tensor_metrics(got, projection.weight.detach())["pcc"] >= 0.999
     weight = ttnn.to_torch(parameters.heads["distillation_classifier"][0])
     assert list(weight.shape) == [768, 1152] and torch.count_nonzero(weight[:, 1000:]) == 0
+
+
+# -- the fused QKV layout, looked at (notebook 01) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("hidden, heads", [(192, 3), (768, 12)])
+def test_qkv_column_owners_describe_the_converter_layout(hidden, heads):
+    head_size = hidden // heads
+    # rows of HF q/k/v encode (part, head, offset) so the fused weight's columns can be decoded
+    rows = torch.arange(hidden)
+    codes = [10000 * part + 100 * (rows // head_size) + rows % head_size for part in range(3)]
+    q, k, v = (c.double().reshape(-1, 1).expand(hidden, 4) for c in codes)
+    fused = fuse_qkv(q, k, v, heads).T  # the [in, 3H] layout ttnn stores
+    owners = qkv_column_owners(hidden, heads, layout="fused")
+    decoded = fused[0].long()
+    assert torch.equal(decoded // 10000, torch.tensor(owners["part_index"].to_numpy()))
+    assert torch.equal((decoded % 10000) // 100, torch.tensor(owners["head"].to_numpy()))
+    assert torch.equal(decoded % 100, torch.tensor(owners["offset"].to_numpy()))
+    hf = qkv_column_owners(hidden, heads, layout="hf")
+    assert hf.loc[hidden, "part"] == "k" and hf.loc[hidden, "head"] == 0
+    assert (hf.groupby(["head", "part"]).size() == head_size).all()
+
+
+def test_qkv_roundtrip_is_exact_for_bfloat16(textured_checkpoint, tiny_bf16):
+    heads = textured_checkpoint.config.num_attention_heads
+    table = qkv_roundtrip(textured_checkpoint, tiny_bf16, layer=2)
+    assert len(table) == heads * 3 * 2
+    assert table["exact"].all()
+    assert table["pcc"].min() > 0.9999
+    assert table.loc[(table["tensor"] == "weight") & (table["head"] == 1) & (table["part"] == "v"), "fused_columns"].item() == "320-383"
+
+
+def test_qkv_roundtrip_catches_a_wrong_interleave(textured_checkpoint, tiny_bf16):
+    layer = tiny_bf16.layers[0]
+    hf_order = ttnn.to_torch(layer.qkv_weight).reshape(192, 3, 3, 64).transpose(1, 2).reshape(192, 576)  # [Q | K | V]
+    wrong = ttnn.from_torch(hf_order, dtype=ttnn.bfloat16, layout=ttnn.TILE_LAYOUT)
+    broken = dataclasses.replace(tiny_bf16, layers=[dataclasses.replace(layer, qkv_weight=wrong)] + tiny_bf16.layers[1:])
+    table = qkv_roundtrip(textured_checkpoint, broken, layer=0)
+    weights = table[table["tensor"] == "weight"]
+    assert not weights["exact"].all()
+    assert weights["pcc"].min() < 0.5
+
+
+def test_qkv_roundtrip_reports_block_float_error_without_exactness(textured_checkpoint, tiny_bf8):
+    table = qkv_roundtrip(textured_checkpoint, tiny_bf8, layer=0)
+    assert table["exact"].isna().all()
+    assert 0.999 < table["pcc"].min() < 1.0
+
+
+
+
+# -- storage per family --------------------------------------------------------------------------------
+
+
+def test_stored_bytes_counts_whole_tiles():
+    tensor = ttnn.from_torch(torch.randn(40, 70), dtype=ttnn.bfloat8_b, layout=ttnn.TILE_LAYOUT)  # pads to 64 x 96
+    assert stored_bytes(tensor) == 2 * 3 * 1088
+    row_major = ttnn.from_torch(torch.randn(3, 5), dtype=ttnn.bfloat16, layout=ttnn.ROW_MAJOR_LAYOUT)
+    assert stored_bytes(row_major) == 3 * 5 * 2
+
+
+def test_storage_table_shrinks_matmul_families_but_not_layernorm(textured_checkpoint, tiny_bf16, tiny_bf8):
+    table = storage_table(textured_checkpoint, {"bf16": tiny_bf16, "bf8": tiny_bf8}).set_index("family")
+    assert table.loc["ff1", "bf8_mib"] / table.loc["ff1", "bf16_mib"] == pytest.approx(1088 / 2048, rel=1e-3)
+    assert table.loc["layernorm", "bf8_mib"] == table.loc["layernorm", "bf16_mib"]
+    assert table.loc["total", "bf16_mib"] == pytest.approx(table.drop(index="total")["bf16_mib"].sum())

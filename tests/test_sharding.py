@@ -555,3 +555,57 @@ def test_fold_input_is_height_sharded_on_two_cores_per_image(batch):
     assert memory_config.shard_spec.grid.num_cores() == 2 * batch
     # B x 224 x 14 rows of 64 pixel values split evenly: tt-metal stages [1568, 64] per core at batch 8
     assert list(memory_config.shard_spec.shape) == [1568, 64]
+
+
+# -- padding and core maps (notebook 01) --------------------------------------------------------------
+
+
+def test_padding_table():
+    table = sh.padding_table(ModelDims.from_config(random_config("base"))).set_index("quantity")
+    assert tuple(table.loc["sequence (tokens)", ["real", "padded", "tiles"]]) == (198, 224, 7)
+    assert tuple(table.loc["classifier outputs", ["real", "padded", "tiles"]]) == (1000, 1152, 36)
+    assert tuple(table.loc["patch features", ["real", "padded"]]) == (768, 1024)
+    assert (table["padded"] % sh.TILE == 0).all()
+
+
+def test_encoder_shard_map_covers_the_activation_exactly_once():
+    plan = plan_for()
+    cores = sh.encoder_shard_map(plan)
+    assert len(cores) == plan.encoder_grid.x * plan.encoder_grid.y == 64
+    covered = torch.zeros(plan.batch * 224, 768, dtype=torch.int32)
+    for r in cores.itertuples():
+        covered[r.row_start : r.row_end, r.col_start : r.col_end] += 1
+    assert torch.equal(covered, torch.ones_like(covered))
+    core = cores[(cores["x"] == 3) & (cores["y"] == 5)].iloc[0]
+    assert (core.image_first, core.image_last, core.col_start, core.col_end) == (5, 5, 288, 384)
+    assert (core.token_tile_start, core.token_tile_end) == (0, 7)
+    assert core.shard_bytes == 7 * 3 * 1088  # 224x96 bfloat8_b
+
+
+def test_encoder_shard_map_splits_one_image_by_token_tiles():
+    plan = plan_for("tiny", 1)
+    cores = sh.encoder_shard_map(plan)
+    assert plan.encoder_grid.y == 7  # 7 token tiles of one image, one per core row
+    assert set(cores["image_first"]) == set(cores["image_last"]) == {0}
+    assert sorted(set(zip(cores["token_tile_start"], cores["token_tile_end"]))) == [(t, t + 1) for t in range(7)]
+
+
+def test_attention_shard_map_gives_each_image_every_head_once():
+    plan = plan_for()
+    cores = sh.attention_shard_map(plan)
+    assert len(cores) == plan.attention_grid.x * plan.batch
+    for _, image_cores in cores.groupby("image"):
+        heads = sorted(h for r in image_cores.itertuples() for h in range(r.head_first, r.head_last + 1))
+        assert heads == list(range(12))
+    assert cores["qkv_shard_shape"].iloc[0] == "224x384" and cores["scores_shard_shape"].iloc[0] == "448x224"
+
+
+def test_l1_by_grid_reports_the_peak_of_each_grid():
+    plan = plan_for()
+    summary = sh.l1_by_grid(plan).set_index("grid role")
+    assert list(summary.index) == ["encoder", "attention", "classifier"]
+    table = plan.table()
+    encoder_ops = table[[sh.grid_role(op) == "encoder" for op in table["op"]]]
+    assert summary.loc["encoder", "L1 bytes/core"] == encoder_ops["L1 bytes/core"].max()
+    assert summary.loc["attention", "grid"] == "6x8"
+    assert summary["ops"].sum() == len(table)

@@ -23,7 +23,8 @@ them, raising :class:`ShardingRuleError` with the rule, the op and the numbers.
 
 Modules: ``dims`` (tile constants, :class:`ModelDims`), ``rules`` (rule names, sources and ``check_*``
 functions), ``walk`` (the validating op walk and its L1 estimate), ``plan`` (:class:`ShardingPlan`,
-:func:`make_plan`, :func:`attention_mask`), ``published`` (:func:`compare_with_published`). Everything
+:func:`make_plan`, :func:`attention_mask`), ``published`` (:func:`compare_with_published`), ``core_maps``
+(which core holds what: :func:`encoder_shard_map`, :func:`attention_shard_map`, :func:`l1_by_grid`). Everything
 public is importable from ``deit_tt.sharding``.
 
 Not checked here, because they are properties of tensors at run time rather than of the plan: operands
@@ -44,6 +45,7 @@ from deit_tt.sharding.dims import (
     WIDTH,
     ModelDims,
     dest_register_tiles,
+    padding_table,
     round_up,
     tile_bytes,
 )
@@ -110,4 +112,10 @@ from deit_tt.sharding.plan import (
 )
 from deit_tt.sharding.published import (
     compare_with_published,
+)
+from deit_tt.sharding.core_maps import (
+    attention_shard_map,
+    encoder_shard_map,
+    grid_role,
+    l1_by_grid,
 )

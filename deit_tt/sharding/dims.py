@@ -1,9 +1,11 @@
-"""Tile constants, the model dimensions that shape the plan, and small formatting helpers."""
+"""Tile constants, the model dimensions that shape the plan (and where they are padded to whole tiles), and small
+formatting helpers."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
 import ttnn
 
 TILE = 32
@@ -118,6 +120,23 @@ class ModelDims:
             f"MLP {self.intermediate}, {self.num_classes} classes (padded {self.classes_padded}), "
             f"{self.tokens} tokens (padded {self.padded_tokens})"
         )
+
+
+def padding_table(dims: ModelDims) -> pd.DataFrame:
+    """Where the model pads to whole tiles: tokens (198 -> 224) and classifier outputs (1000 -> 1152).
+
+    One row per padded quantity: what it is, real and padded size, tiles, padding share.
+    """
+    rows = [
+        ("sequence (tokens)", "CLS + distillation + 14x14 patches", dims.tokens, dims.padded_tokens),
+        ("classifier outputs", "ImageNet-1k classes", dims.num_classes, dims.classes_padded),
+        ("hidden size", "columns of every activation", dims.hidden, round_up(dims.hidden, TILE)),
+        ("patch features", "16x16 pixels x 4 channels (RGB + a zero channel)", 16 * 16 * 3, dims.patch_features),
+    ]
+    table = pd.DataFrame(rows, columns=["quantity", "what", "real", "padded"])
+    table["tiles"] = table["padded"] // TILE
+    table["padding_percent"] = 100.0 * (table["padded"] - table["real"]) / table["padded"]
+    return table
 
 
 # ---------------------------------------------------------------------------------------------------
