@@ -14,7 +14,16 @@ from transformers import DeiTForImageClassificationWithTeacher
 from deit_tt.checkpoint import load_checkpoint, random_config
 from deit_tt.class_folders import fold
 from deit_tt.datasets import open_evaluation_dataset
-from deit_tt.evaluation import EvaluationError, default_results_path, deterministic_part, evaluate, read_results, records_frame
+from deit_tt.evaluation import (
+    EvaluationError,
+    default_results_path,
+    deterministic_part,
+    evaluate,
+    format_summary,
+    read_results,
+    records_frame,
+    summary_table,
+)
 from deit_tt.imagenet import DatasetError, make_synthetic_dataset
 from test_classify import SHALLOW_LAYERS
 
@@ -161,6 +170,8 @@ def test_a_labelled_folder_evaluates_resumes_and_summarises(tmp_path, labelled, 
     assert {name: row["images"] for name, row in per_class.items()} == {"Golden retriever": 3, "cat/dog": 2, "red car": 3}
     assert all(row["synset"] is None for row in summary["per_class"])
     assert summary["published"] is None  # ImageNet's published numbers say nothing about these classes
+    assert list(summary_table(summary).columns) == ["top-1 %", "top-5 %"]
+    assert summary["head_classes"] == 3 and "top-5 counts all of them" in format_summary(summary)
     assert all(pair["true_name"] in LABELS and pair["predicted_synset"] is None for pair in summary["most_confused"])
 
     fresh = evaluate(pipeline, dataset, tmp_path / "fresh.jsonl", workers=0, progress=False, log=None)

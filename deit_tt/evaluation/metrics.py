@@ -87,6 +87,7 @@ def summarize(results_path: str | os.PathLike, image_ids: Sequence[str] | None =
             "not_yet_evaluated": len(missing),
             "corrupt_images": [{"id": r["id"], "label": r["label"], "error": r["error"]} for r in corrupt],
         },
+        "head_classes": len(names),
         "heads": head_metrics,
         "published": published_reference(header.get("model_size"), header.get("distilled", True)) if imagenet else None,
         "head_disagreement": _head_disagreement(scored) if "distillation" in heads else None,

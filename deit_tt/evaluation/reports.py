@@ -7,29 +7,25 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from deit_tt.evaluation.metrics import wilson_interval
+from deit_tt.evaluation.metrics import TOP_K, wilson_interval
 from deit_tt.evaluation.results import read_results
 
 
 def summary_table(summary: dict):
-    """pandas DataFrame, one row per head: top-1 / top-5 (%), published top-1 and the gap."""
+    """pandas DataFrame, one row per head: top-1 / top-5 (%), and, where there are published numbers
+    (ImageNet-1k), the published top-1 / top-5 and the gap."""
     import pandas as pd
 
-    published = summary.get("published") or {}
+    published = summary.get("published")
     rows = []
     for head, metrics in summary["heads"].items():
-        reference = (published.get("top1") or {}).get(head)
-        reference5 = (published.get("top5") or {}).get(head)
-        rows.append(
-            {
-                "head": head,
-                "top-1 %": metrics["top1"],
-                "top-5 %": metrics["top5"],
-                "published top-1 %": reference,
-                "gap top-1": None if reference is None or metrics["top1"] is None else metrics["top1"] - reference,
-                "published top-5 %": reference5,
-            }
-        )
+        row = {"head": head, "top-1 %": metrics["top1"], "top-5 %": metrics["top5"]}
+        if published is not None:
+            reference = (published.get("top1") or {}).get(head)
+            row["published top-1 %"] = reference
+            row["gap top-1"] = None if reference is None or metrics["top1"] is None else metrics["top1"] - reference
+            row["published top-5 %"] = (published.get("top5") or {}).get(head)
+        rows.append(row)
     return pd.DataFrame(rows).set_index("head")
 
 
@@ -47,6 +43,8 @@ def format_summary(summary: dict) -> str:
         lines.append("note: RANDOM-INITIALISED weights: accuracy is meaningless (this run only exercises the machinery)")
     if (summary.get("dataset") or {}).get("synthetic"):
         lines.append("note: SYNTHETIC dataset: accuracy is meaningless")
+    if summary.get("head_classes", TOP_K) < TOP_K:
+        lines.append(f"note: the head has {summary['head_classes']} classes, so top-5 counts all of them")
     with pd.option_context("display.float_format", "{:.2f}".format, "display.width", 120):
         lines += ["", summary_table(summary).to_string(na_rep="-"), ""]
     if summary.get("head_disagreement") is not None:
