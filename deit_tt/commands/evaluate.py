@@ -20,6 +20,7 @@ from pathlib import Path
 from deit_tt.commands.common import (
     add_devices_argument,
     add_executor_argument,
+    add_numerics_argument,
     add_model_argument,
     add_policy_argument,
     pipeline_from_args,
@@ -45,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restart", action="store_true", help="discard an existing results file instead of resuming it")
     add_model_argument(parser)
     add_executor_argument(parser)
+    add_numerics_argument(parser)
     add_devices_argument(parser)
     add_policy_argument(parser)
     parser.add_argument("--compare-reference", action="store_true", help="also run the PyTorch fp32 Hugging Face model on every batch: top-1 agreement, logits PCC")
