@@ -385,6 +385,7 @@ _COMPATIBLE = {
     "model_identity": "model",
     "dtype_policy": "dtype policy",
     "executor": "executor",
+    "numerics": "host numerics",
     "preprocess": "preprocessing",
     "preprocess_description": "preprocessing",
     "dataset_fingerprint": "dataset",
@@ -484,6 +485,7 @@ def run_header(pipeline, dataset: ImageNetDataset, preprocessor: Preprocessor, c
         "class_names": _checkpoint_class_names(config),
         "executor": getattr(runtime, "executor", None) or getattr(pipeline, "executor", "unknown"),
         "chip": getattr(getattr(runtime, "chip", None), "name", None),
+        "numerics": getattr(pipeline, "numerics", None),  # host: "ideal" or "tensix"; None on a card
         "dtype_policy": getattr(policy, "name", None) or getattr(pipeline, "dtype_policy", None),
         "batch_size": int(pipeline.batch_size),
         "chips": int(getattr(runtime, "num_devices", 1)),

@@ -160,12 +160,13 @@ def build_pipeline(
     region = 0
     if trace:
         region = trace_region_size or trace_region_for(checkpoint, parameters, policy, batch_size, _arch(executor, chip), mask_padded_tokens)
+    target = resolve_executor(executor)
+    on_host = target == "host" or (target == "auto" and not card_present())
+    if numerics is not None and not on_host:
+        raise UserFacingError(f"--numerics / numerics= applies to the host executor only, not {target}: drop it there")
+    numerics = resolve_numerics(numerics) if on_host else None
     runtime = select_runtime(executor, chip, devices, trace_region_size=region)
     try:
-        if runtime.device is not None and numerics is not None:
-            raise UserFacingError(f"--numerics / numerics= applies to the host executor only, not {runtime.executor}: drop it there")
-        if runtime.device is None:
-            numerics = resolve_numerics(numerics)
         return DeiTPipeline(checkpoint, runtime, policy, batch_size, cache_dir, mask_padded_tokens, parameters, traced=trace, numerics=numerics)
     except BaseException:
         runtime.close()

@@ -155,19 +155,17 @@ def blocked_matmul(in0: torch.Tensor, in1: torch.Tensor, config, block_k: int, o
         raise ValueError(f"K ({K}) is not a multiple of the K block ({block_k})")
     if blocks == 1:
         return dest_round(fidelity_matmul(in0, in1, config.math_fidelity), config)
-    # [..., M, K] -> [..., blocks, M, block_k] and [..., K, N] -> [..., blocks, block_k, N]
-    in0_blocks = in0.unflatten(-1, (blocks, block_k)).movedim(-2, -3)
-    in1_blocks = in1.unflatten(-2, (blocks, block_k))
-    products = fidelity_matmul(in0_blocks, in1_blocks, config.math_fidelity)
-    if not config.fp32_dest_acc_en and config.packer_l1_acc:
-        products = products.to(torch.bfloat16)  # each block in a Float16_b dest; bf16 adds round each sum
-        total = products.select(-3, 0)
-        for index in range(1, blocks):
-            total = total + products.select(-3, index)
-        return total.float()
-    total = dest_round(products.select(-3, 0), config)
+    if in1.dim() == 2:  # a linear: every row of in0 against one weight; [blocks, rows, block_k] @ [blocks, block_k, N]
+        rows = in0.reshape(-1, K)
+        products = fidelity_matmul(rows.view(-1, blocks, block_k).transpose(0, 1), in1.view(blocks, block_k, -1), config.math_fidelity)
+        products = products.view(blocks, *in0.shape[:-1], in1.shape[-1])
+    else:  # [..., M, K] -> [blocks, ..., M, block_k] and [..., K, N] -> [blocks, ..., block_k, N]
+        in0_blocks = in0.unflatten(-1, (blocks, block_k)).movedim(-2, 0)
+        in1_blocks = in1.unflatten(-2, (blocks, block_k)).movedim(-3, 0)
+        products = fidelity_matmul(in0_blocks, in1_blocks, config.math_fidelity)
+    total = dest_round(products[0], config)
     for index in range(1, blocks):
-        total = dest_round(partials_round(total, config, output_dtype) + dest_round(products.select(-3, index), config), config)
+        total = dest_round(partials_round(total, config, output_dtype) + dest_round(products[index], config), config)
     return total
 
 
@@ -189,15 +187,17 @@ def gelu_approx(x: torch.Tensor) -> torch.Tensor:
     """
     x = x.float()
     magnitude = x.abs()
-    segment = torch.bucketize(magnitude, torch.tensor(GELU_BREAKPOINTS), right=True)
-    slopes = torch.tensor(GELU_SLOPES).half().float()[segment]
-    intercepts = torch.tensor(GELU_INTERCEPTS).half().float()[segment]
-    return 0.5 * x + (slopes * magnitude + intercepts)
+    # segment index: floor(2|x|) for |x| < 2 (0..3), 4 on [2, 3), 5 from 3 on (the breakpoints above)
+    segment = (magnitude * 2).floor_().clamp_(max=4).to(torch.int64)
+    segment += magnitude >= GELU_BREAKPOINTS[-1]
+    slopes = torch.take(torch.tensor(GELU_SLOPES).half().float(), segment)
+    intercepts = torch.take(torch.tensor(GELU_INTERCEPTS).half().float(), segment)
+    return slopes.mul_(magnitude).add_(intercepts).add_(x, alpha=0.5)
 
 
 # ckernel_sfpu_exp.h (SFPU/) L692-738, exp_init<APPROXIMATION_MODE, ..., CLAMP_NEGATIVE=true>.
 EXP_THRESHOLD = -88.5
-EXP_A = 256.0 * 1.4426950408889634  # 2^8 / ln 2, stored as float32 (0x43b8aa3b)
+EXP_A = 369.329925537109375  # 2^8 / ln 2 as the float32 the kernel stores (0x43b8aa3b)
 EXP_B_MINUS_C = 32500.818359375  # 127 * 2^8 minus Schraudolph's correction
 
 
@@ -205,12 +205,12 @@ def fast_exp(x: torch.Tensor) -> torch.Tensor:
     """exp with ``math_approx_mode``: Schraudolph's bit trick at 8 mantissa bits.
 
     ckernel_sfpu_exp.h (SFPU/) L484-495 (the sequence the load macros of L497-856 run): clamp to >= -88.5
-    (SWAP with LREG14), ``i = A x + (B - C)`` (MAD, one float32 rounding), round to an unsigned 16-bit integer
-    (SFP_STOCH_RND FP32_TO_UINT16, saturating), shift left by 15: the bits of the float result.
+    (SWAP with LREG14), ``i = A x + (B - C)`` (MAD), round to an unsigned 16-bit integer (SFP_STOCH_RND
+    FP32_TO_UINT16, saturating), shift left by 15: the bits of the float result. The MAD is two float32
+    roundings here, not one: ``i`` can differ only where A x + (B - C) is within 0.002 of a half-integer.
     """
-    x = torch.clamp(x.double(), min=EXP_THRESHOLD)
-    mad = (torch.tensor(EXP_A, dtype=torch.float32).double() * x + EXP_B_MINUS_C).float()
-    integer = torch.round(mad).clamp(0, 65535).to(torch.int32)
+    mad = torch.clamp(x.float(), min=EXP_THRESHOLD).mul_(EXP_A).add_(EXP_B_MINUS_C)
+    integer = mad.round_().clamp_(0, 65535).to(torch.int32)
     return (integer << 15).view(torch.float32)
 
 
