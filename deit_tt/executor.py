@@ -132,6 +132,8 @@ class HostExecutor:
         elif op is ttnn.transformer.split_query_key_value_and_split_heads:
             output = self._split_heads(*args, **kwargs)
         elif self.numerics == "tensix" and op in TENSIX_OPS:
+            if kwargs.get("compute_kernel_config") is None:
+                raise ValueError(f"tensix numerics model {op.__name__} from its compute_kernel_config: pass one (the plan has them)")
             output = TENSIX_OPS[op](*args, dtype=dtype, **kwargs)
         else:
             with Float32Products() if self.float32_products else contextlib.nullcontext():

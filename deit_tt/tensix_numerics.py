@@ -163,10 +163,14 @@ def blocked_matmul(in0: torch.Tensor, in1: torch.Tensor, config, block_k: int, o
         in0_blocks = in0.unflatten(-1, (blocks, block_k)).movedim(-2, 0)
         in1_blocks = in1.unflatten(-2, (blocks, block_k)).movedim(-3, 0)
         products = fidelity_matmul(in0_blocks, in1_blocks, config.math_fidelity)
-    total = dest_round(products[0], config)
+    if config.fp32_dest_acc_en:  # float32 in dest and in the partials: nothing is rounded
+        return products.sum(dim=0)
+    in_dest = products.to(torch.bfloat16)  # each block's sum in a Float16_b dest
+    total = in_dest[0]
     for index in range(1, blocks):
-        total = dest_round(partials_round(total, config, output_dtype) + dest_round(products[index], config), config)
-    return total
+        kept = total if config.packer_l1_acc else partials_round(total.float(), config, output_dtype).to(torch.bfloat16)
+        total = kept + in_dest[index]  # a bfloat16 add rounds the sum to nearest, as the Float16_b dest / L1 does
+    return total.float()
 
 
 # -- SFPU: GELU and exp -----------------------------------------------------------------------------
