@@ -14,6 +14,10 @@ same golden functions with each bfloat16 matrix product computed in float32 and 
 (``Float32Products``). The products of bfloat16 values are exact in float32 and both kernels
 accumulate in float32, so the two differ only in summation order: about 1 element in 10,000 of a
 product rounds to the neighbouring bfloat16 value (tests/test_executor.py measures it).
+
+``numerics`` says which arithmetic the host models: "ideal" (the golden functions as they are) or "tensix"
+(matmuls, softmax and LayerNorm as a Tensix core computes them for the compute kernel config each op is
+given, see ``deit_tt.tensix_numerics``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import ttnn
 
 from deit_tt.blockfloat import round_to_dtype
 from deit_tt.conversion import deinterleave_qkv
+from deit_tt.tensix_numerics import TENSIX_OPS, resolve_numerics
 
 # Ops that only move data or change its placement: identity on the host (plus dtype rounding).
 _PLACEMENT_OPS = {
@@ -104,17 +109,19 @@ class HostExecutor:
 
     Like the device, an op without a ``dtype`` argument produces its first input's dtype, so each
     host tensor remembers the ttnn dtype it is stored in. ``float32_products`` (default: when torch
-    has no native bfloat16 GEMM) evaluates the golden functions under ``Float32Products``.
+    has no native bfloat16 GEMM) evaluates the golden functions under ``Float32Products``. ``numerics``:
+    "ideal" or "tensix" (default: $DEIT_TT_NUMERICS, then tensix).
     """
 
     name = "host"
     tensor_type = torch.Tensor
     data_parallel = 1
 
-    def __init__(self, float32_products: bool | None = None):
+    def __init__(self, float32_products: bool | None = None, numerics: str | None = None):
         if float32_products is None:
             float32_products = not native_bfloat16_matmul()
         self.float32_products = float32_products
+        self.numerics = resolve_numerics(numerics)
 
     def run(self, op, *args, **kwargs):
         dtype = kwargs.pop("dtype", None) or _stored_dtype(args)
@@ -124,6 +131,10 @@ class HostExecutor:
                 return output  # a pure move keeps the stored values
         elif op is ttnn.transformer.split_query_key_value_and_split_heads:
             output = self._split_heads(*args, **kwargs)
+        elif self.numerics == "tensix" and op in TENSIX_OPS:
+            if kwargs.get("compute_kernel_config") is None:
+                raise ValueError(f"tensix numerics model {op.__name__} from its compute_kernel_config: pass one (the plan has them)")
+            output = TENSIX_OPS[op](*args, dtype=dtype, **kwargs)
         else:
             with Float32Products() if self.float32_products else contextlib.nullcontext():
                 output = ttnn.get_golden_function(op)(*args, **kwargs)

@@ -138,7 +138,7 @@ class TtDeiT:
             memory_config=ttnn.L1_MEMORY_CONFIG,
             dtype=ttnn.bfloat16,
             core_grid=plan.encoder_grid,
-            compute_kernel_config=plan.matmul_compute,
+            compute_kernel_config=plan.matmul_compute_for("patch_embedding"),
         )
         patches = run(ttnn.to_layout, patches, ttnn.ROW_MAJOR_LAYOUT)
         patches = run(ttnn.reshape, patches, (plan.batch, dims.patches, dims.hidden))
@@ -159,7 +159,7 @@ class TtDeiT:
         prefix = f"layers.{index}."
 
         normed = self._layer_norm(hidden, layer.layernorm_before_weight, layer.layernorm_before_bias)
-        qkv = self._linear(normed, layer.qkv_weight, layer.qkv_bias, plan.qkv)
+        qkv = self._linear(normed, layer.qkv_weight, layer.qkv_bias, "qkv")
         if record:
             record(prefix + "ln1", normed)
             record(prefix + "qkv", qkv)
@@ -174,13 +174,13 @@ class TtDeiT:
             memory_config=plan.heads_memory_config,
         )
         free(qkv)
-        scores = self._attention_matmul(query, key, plan.query_by_key)
+        scores = self._attention_matmul(query, key, "query_by_key")
         free(query)
         free(key)
         probabilities = self._softmax(scores)
         if record:
             record(prefix + "attention_probs", probabilities)
-        context = self._attention_matmul(probabilities, value, plan.attention_by_value)
+        context = self._attention_matmul(probabilities, value, "attention_by_value")
         free(probabilities)
         free(value)
         context = run(ttnn.transformer.concatenate_heads, context, memory_config=plan.context_memory_config)
@@ -188,20 +188,20 @@ class TtDeiT:
         if record:
             record(prefix + "context", context)
 
-        attention_output = self._linear(context, layer.attention_output_weight, layer.attention_output_bias, plan.self_output)
+        attention_output = self._linear(context, layer.attention_output_weight, layer.attention_output_bias, "self_output")
         free(context)
         residual = self._add(attention_output, hidden)
         free(attention_output)
         free(hidden)
 
         normed = self._layer_norm(residual, layer.layernorm_after_weight, layer.layernorm_after_bias)
-        intermediate = self._linear(normed, layer.ff1_weight, layer.ff1_bias, plan.ff1)  # GELU fused in the config
+        intermediate = self._linear(normed, layer.ff1_weight, layer.ff1_bias, "ff1")  # GELU fused in the config
         if record:
             record(prefix + "attention_residual", residual)
             record(prefix + "ln2", normed)
             record(prefix + "ff1", intermediate)
         free(normed)
-        output = self._linear(intermediate, layer.ff2_weight, layer.ff2_bias, plan.ff2)
+        output = self._linear(intermediate, layer.ff2_weight, layer.ff2_bias, "ff2")
         free(intermediate)
         output = self._add(output, residual)
         free(residual)
@@ -209,29 +209,30 @@ class TtDeiT:
             record(prefix + "output", output)
         return output
 
-    def _linear(self, tensor, weight, bias, program_config):
-        """A block-sharded matmul on the encoder (or classifier) grid; weights stream from DRAM."""
+    def _linear(self, tensor, weight, bias, op: str):
+        """A block-sharded matmul on the encoder (or classifier) grid; weights stream from DRAM. ``op`` names
+        its program config in the plan (and its compute config, ``plan.matmul_compute_for``)."""
         return self.executor.run(
             ttnn.linear,
             tensor,
             weight,
             bias=bias,
             memory_config=self.plan.matmul_output_memory_config,
-            program_config=program_config,
+            program_config=getattr(self.plan, op),
             dtype=self.policy.activations,
-            compute_kernel_config=self.plan.matmul_compute,
+            compute_kernel_config=self.plan.matmul_compute_for(op),
         )
 
-    def _attention_matmul(self, a, b, program_config):
+    def _attention_matmul(self, a, b, op: str):
         """A batched matmul on the attention grid: per core, its images' heads, height-sharded in L1."""
         return self.executor.run(
             ttnn.matmul,
             a,
             b,
-            program_config=program_config,
+            program_config=getattr(self.plan, op),
             memory_config=self.plan.heads_memory_config,
             dtype=self.policy.activations,
-            compute_kernel_config=self.plan.matmul_compute,
+            compute_kernel_config=self.plan.matmul_compute_for(op),
         )
 
     def _layer_norm(self, tensor, weight, bias):
@@ -281,7 +282,7 @@ class TtDeiT:
         for head_name in _HEAD_TOKENS:
             if head_name in self.params.heads:
                 weight, bias = self.params.heads[head_name]
-                head_logits[head_name] = self._linear(normed, weight, bias, plan.classifier)
+                head_logits[head_name] = self._linear(normed, weight, bias, "classifier")
         self.executor.deallocate(normed)
         return head_logits
 

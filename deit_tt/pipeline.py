@@ -17,6 +17,7 @@ from deit_tt.policy import get_policy
 from deit_tt.errors import UserFacingError
 from deit_tt.runtime import CHIPS, DEFAULT_HOST_CHIP, Runtime, card_present, prepare_host, resolve_executor, select_runtime
 from deit_tt.sharding import ModelDims, ShardingPlan, make_plan
+from deit_tt.tensix_numerics import resolve_numerics
 
 BATCH_ENV = "DEIT_TT_BATCH"
 DEFAULT_BATCH = 8
@@ -27,6 +28,8 @@ class DeiTPipeline:
 
     ``batch_size`` is per chip (the sharding plan's); on a mesh of N chips each forward takes N x batch_size images.
     ``traced``: run as ``deit_tt.steady_state`` does (compiled and captured here; the device needs a trace region).
+    ``numerics``: the host executor's arithmetic, "ideal" or "tensix" (``deit_tt.tensix_numerics``); None on a
+    device or the mock, where the card (or nothing) computes.
     """
 
     def __init__(
@@ -39,6 +42,7 @@ class DeiTPipeline:
         mask_padded_tokens=True,
         parameters: DeiTParameters | None = None,
         traced: bool = False,
+        numerics: str | None = None,
     ):
         """``parameters``: ``checkpoint`` already converted with ``policy`` (pipelines of several batch sizes can share them)."""
         if traced and runtime.executor != "device":
@@ -51,7 +55,8 @@ class DeiTPipeline:
         self.batch_size = batch_size
         self.parameters = parameters or convert_parameters(checkpoint, policy, cache_dir=cache_dir)
         self.plan = plan_for(checkpoint.config, policy, batch_size, runtime)
-        executor = HostExecutor() if runtime.device is None else DeviceExecutor(runtime.device)
+        executor = HostExecutor(numerics=numerics) if runtime.device is None else DeviceExecutor(runtime.device)
+        self.numerics = getattr(executor, "numerics", None)
         self.model = TtDeiT(
             self.parameters,
             self.plan,
@@ -97,7 +102,8 @@ class DeiTPipeline:
     def banner(self) -> str:
         chips = self.runtime.num_devices
         batch = f"batch {self.batch_size}" + (f" per chip x {chips} chips" if chips > 1 else "")
-        return f"{self.runtime.banner()} | {self.checkpoint.describe()} | dtype policy: {self.policy.name} | {batch}"
+        numerics = f" | numerics: {self.numerics}" if self.numerics else ""
+        return f"{self.runtime.banner()}{numerics} | {self.checkpoint.describe()} | dtype policy: {self.policy.name} | {batch}"
 
     def close(self) -> None:
         """Free the trace and the model's device tensors, then close the device (closing first would orphan them)."""
@@ -136,12 +142,15 @@ def build_pipeline(
     devices: int | None = None,
     trace: bool = False,
     trace_region_size: int | None = None,
+    numerics: str | None = None,
 ) -> DeiTPipeline:
     """Defaults come from $DEIT_TT_MODEL, $DEIT_TT_EXECUTOR (auto, host, device or mock) and $DEIT_TT_BATCH.
 
     ``devices``: chips to run on, data parallel (default: all of the machine's; the host is one).
     ``trace``: traced steady-state inference on two command queues (``deit_tt.steady_state``), the device opened
     with the trace region ``trace_region_for`` derives (or ``trace_region_size`` bytes).
+    ``numerics``: "ideal" or "tensix" for the host executor (default: $DEIT_TT_NUMERICS, then tensix); a device
+    or the mock refuses an explicit value, since there the card computes (or nothing does).
     """
     checkpoint = model if isinstance(model, Checkpoint) else load_checkpoint(model)
     batch_size = batch_size or int(os.environ.get(BATCH_ENV, DEFAULT_BATCH))
@@ -151,9 +160,14 @@ def build_pipeline(
     region = 0
     if trace:
         region = trace_region_size or trace_region_for(checkpoint, parameters, policy, batch_size, _arch(executor, chip), mask_padded_tokens)
+    target = resolve_executor(executor)
+    on_host = target == "host" or (target == "auto" and not card_present())
+    if numerics is not None and not on_host:
+        raise UserFacingError(f"--numerics / numerics= applies to the host executor only, not {target}: drop it there")
+    numerics = resolve_numerics(numerics) if on_host else None
     runtime = select_runtime(executor, chip, devices, trace_region_size=region)
     try:
-        return DeiTPipeline(checkpoint, runtime, policy, batch_size, cache_dir, mask_padded_tokens, parameters, traced=trace)
+        return DeiTPipeline(checkpoint, runtime, policy, batch_size, cache_dir, mask_padded_tokens, parameters, traced=trace, numerics=numerics)
     except BaseException:
         runtime.close()
         raise

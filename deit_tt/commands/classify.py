@@ -19,7 +19,7 @@ import argparse
 import json
 import sys
 
-from deit_tt.commands.common import add_devices_argument, add_executor_argument, add_model_argument, add_policy_argument, pipeline_from_args
+from deit_tt.commands.common import add_devices_argument, add_executor_argument, add_numerics_argument, add_model_argument, add_policy_argument, pipeline_from_args
 from deit_tt.errors import UserFacingError
 
 HELP = "classify images: top-k of the CLS head, the distillation head and their average"
@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_model_argument(parser)
     add_executor_argument(parser)
+    add_numerics_argument(parser)
     add_devices_argument(parser)
     add_policy_argument(parser)
     parser.add_argument("--top-k", type=int, default=5, metavar="K", help="classes to show per head (default: 5)")

@@ -26,6 +26,18 @@ def add_executor_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_numerics_argument(parser: argparse.ArgumentParser) -> None:
+    from deit_tt.tensix_numerics import NUMERICS
+
+    parser.add_argument(
+        "--numerics",
+        choices=NUMERICS,
+        default=None,
+        help="host executor only: ideal (ttnn golden functions) or tensix (a model of the card's arithmetic, "
+        "built from ttnn's kernel sources, not yet measured against a card) (default: $DEIT_TT_NUMERICS, then tensix)",
+    )
+
+
 def add_devices_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--devices",
@@ -57,5 +69,10 @@ def pipeline_from_args(args: argparse.Namespace, purpose: str, checkpoint=None):
     refuse_mock_executor(args, purpose)
 
     return build_pipeline(
-        model=checkpoint or args.model, executor=args.executor, dtype_policy=args.dtype_policy, batch_size=args.batch_size, devices=args.devices
+        model=checkpoint or args.model,
+        executor=args.executor,
+        dtype_policy=args.dtype_policy,
+        batch_size=args.batch_size,
+        devices=args.devices,
+        numerics=args.numerics,
     )

@@ -20,6 +20,7 @@ from pathlib import Path
 from deit_tt.commands.common import (
     add_devices_argument,
     add_executor_argument,
+    add_numerics_argument,
     add_model_argument,
     add_policy_argument,
     pipeline_from_args,
@@ -42,10 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None, metavar="B", help="images per forward pass per chip (default: $DEIT_TT_BATCH, then 8)")
     parser.add_argument("--preprocess", choices=PREPROCESSING_MODES, default="official", help="official DeiT eval recipe (default) or the checkpoint's own HF image processor")
     parser.add_argument("--out", metavar="FILE", default=None, help="results file (JSON lines) to write or resume (default: $DEIT_TT_RESULTS_DIR or ~/.cache/deit_tt/evaluation, "
-                        "<model>-<executor>-<policy>-<preprocess>[-reference]-<data folder>-<fingerprint>.jsonl)")
+                        "<model>-<executor>[-<numerics>]-<policy>-<preprocess>[-reference]-<data folder>-<fingerprint>.jsonl)")
     parser.add_argument("--restart", action="store_true", help="discard an existing results file instead of resuming it")
     add_model_argument(parser)
     add_executor_argument(parser)
+    add_numerics_argument(parser)
     add_devices_argument(parser)
     add_policy_argument(parser)
     parser.add_argument("--compare-reference", action="store_true", help="also run the PyTorch fp32 Hugging Face model on every batch: top-1 agreement, logits PCC")

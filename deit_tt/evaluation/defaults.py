@@ -4,7 +4,7 @@
 (model, executor, dtype policy, preprocessing, reference comparison, dataset), so two different runs
 never meet in one file and the same run always finds its file, from any working directory:
 ``$DEIT_TT_RESULTS_DIR`` (default ``~/.cache/deit_tt/evaluation``) /
-``<model>-<executor>-<policy>-<preprocess>[-reference]-<dataset folder>-<dataset fingerprint>.jsonl``.
+``<model>-<executor>[-<numerics>]-<policy>-<preprocess>[-reference]-<dataset folder>-<dataset fingerprint>.jsonl``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def default_results_path(pipeline, dataset, preprocess="official", compare_refer
     parts = [
         getattr(checkpoint, "short_name", None) or checkpoint.name,
         pipeline.runtime.executor,
+        *([pipeline.numerics] if getattr(pipeline, "numerics", None) else []),
         pipeline.policy.name,
         mode,
         *(["reference"] if compare_reference else []),

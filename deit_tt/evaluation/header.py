@@ -94,6 +94,7 @@ HEADER_FIELDS = (
     HeaderField("class_names", lambda run: checkpoint_class_names(run.config)),
     HeaderField("executor", lambda run: getattr(run.runtime, "executor", None) or getattr(run.pipeline, "executor", "unknown"), "executor"),
     HeaderField("chip", lambda run: getattr(getattr(run.runtime, "chip", None), "name", None)),
+    HeaderField("numerics", lambda run: getattr(run.pipeline, "numerics", None), "host numerics", legacy="ideal"),
     HeaderField("dtype_policy", lambda run: getattr(getattr(run.pipeline, "policy", None), "name", None) or getattr(run.pipeline, "dtype_policy", None), "dtype policy"),
     HeaderField("batch_size", lambda run: int(run.pipeline.batch_size)),
     HeaderField("chips", lambda run: int(getattr(run.runtime, "num_devices", 1))),

@@ -102,6 +102,7 @@ from deit_tt.sharding.rules import (
 )
 from deit_tt.sharding.plan import (
     MASKED_VALUE,
+    MATMUL_OPS,
     ShardingPlan,
     attention_mask,
     core_range,
@@ -109,6 +110,7 @@ from deit_tt.sharding.plan import (
     make_plan,
     sharded_memory_config,
     widest_subblock,
+    with_matmul_compute,
 )
 from deit_tt.sharding.published import (
     compare_with_published,

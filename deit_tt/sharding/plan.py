@@ -8,6 +8,7 @@ plan's softmax config expects.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -109,6 +110,12 @@ class ShardingPlan:
     matmul_output_memory_config: ttnn.MemoryConfig = field(default_factory=lambda: ttnn.L1_BLOCK_SHARDED_MEMORY_CONFIG)
     attention_mask_layout: object = ttnn.TILE_LAYOUT
     attention_mask_memory_config: ttnn.MemoryConfig = field(default_factory=lambda: ttnn.DRAM_MEMORY_CONFIG)
+    # A matmul's compute config where it differs from ``matmul_compute``, by program-config name ("qkv", "ff1", ...).
+    matmul_compute_by_op: dict[str, ttnn.WormholeComputeKernelConfig] = field(default_factory=dict)
+
+    def matmul_compute_for(self, op: str) -> ttnn.WormholeComputeKernelConfig:
+        """The compute kernel config of matmul ``op`` (a program-config name, or "patch_embedding")."""
+        return self.matmul_compute_by_op.get(op, self.matmul_compute)
 
     # -- derived facts ------------------------------------------------------------------------
 
@@ -405,6 +412,22 @@ def make_plan(
     )
     plan.validate()
     return plan
+
+
+MATMUL_OPS = ("patch_embedding", "qkv", "query_by_key", "attention_by_value", "self_output", "ff1", "ff2", "classifier")
+
+
+def with_matmul_compute(plan: ShardingPlan, op: str, **changes) -> ShardingPlan:
+    """A copy of ``plan`` where matmul ``op`` gets its compute config with ``changes`` (e.g. math_fidelity=HiFi2),
+    validated again (fp32_dest_acc_en halves the dest budget its subblocks were sized for)."""
+    if op not in MATMUL_OPS:
+        raise ValueError(f"unknown matmul {op!r}: use one of {', '.join(MATMUL_OPS)}")
+    current = plan.matmul_compute_for(op)
+    fields = {name: getattr(current, name) for name in ("math_fidelity", "math_approx_mode", "fp32_dest_acc_en", "packer_l1_acc")}
+    config = ttnn.WormholeComputeKernelConfig(**{**fields, **changes})
+    changed = dataclasses.replace(plan, matmul_compute_by_op={**plan.matmul_compute_by_op, op: config})
+    changed.validate()
+    return changed
 
 
 # ---------------------------------------------------------------------------------------------------
