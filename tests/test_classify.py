@@ -121,7 +121,7 @@ def entry_for(run, kind):
 def test_json_run_shape_and_exit_code(json_run):
     assert json_run["code"] == 0  # some images were bad, but not all
     assert isinstance(json_run["entries"], list) and len(json_run["entries"]) == len(ALL_KINDS)
-    assert json_run["calls"][0] == {"model": "random:tiny", "executor": "host", "dtype_policy": "bf8", "batch_size": None, "devices": None}
+    assert json_run["calls"][0] == {"model": "random:tiny", "executor": "host", "dtype_policy": "bf8", "batch_size": None, "devices": None, "numerics": None}
     assert json_run["calls"][-1] == "close"
 
 

@@ -441,7 +441,7 @@ def test_evaluate_command(tmp_path, dataset, monkeypatch, capsys):
                  "--no-progress", "--model", "random:tiny", "--executor", "host", "--dtype-policy", "bf16"]
     assert main(arguments) == 0
     assert built[0].pop("model").name == "random:tiny"  # loaded first, to match the data's folders to its labels
-    assert built[0] == {"executor": "host", "dtype_policy": "bf16", "batch_size": 4, "devices": None}
+    assert built[0] == {"executor": "host", "dtype_policy": "bf16", "batch_size": 4, "devices": None, "numerics": None}
     printed = capsys.readouterr().out
     assert _CliPredictor.BANNER in printed and "top-1 %" in printed and "summary written to" in printed
     assert "layout folder" in printed and "official" in printed
@@ -488,12 +488,12 @@ def test_a_header_field_added_later_resumes_older_files_through_its_legacy_value
 
     path = tmp_path / "old.jsonl"
     _run(ContentPredictor(), dataset, path, limit=4)  # written before the field existed
-    numerics = {"value": "ideal"}
-    field = header.HeaderField("numerics", lambda run: numerics["value"], "numerics", legacy="ideal")
+    setting = {"value": "old"}
+    field = header.HeaderField("future_setting", lambda run: setting["value"], "future setting", legacy="old")
     monkeypatch.setattr(header, "HEADER_FIELDS", header.HEADER_FIELDS + (field,))
     assert _run(ContentPredictor(), dataset, path, limit=8).resumed == 4
-    numerics["value"] = "tensix"
-    with pytest.raises(EvaluationError, match="different numerics"):
+    setting["value"] = "new"
+    with pytest.raises(EvaluationError, match="different future setting"):
         _run(ContentPredictor(), dataset, path)
 
 

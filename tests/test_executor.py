@@ -30,7 +30,7 @@ def test_a_product_differs_from_the_golden_one_only_by_float32_summation_order()
     assert differ.float().mean() < 1e-3
     # Most differences are neighbouring bfloat16 values (a sum crossing one rounding boundary)...
     steps = (golden[differ].view(torch.int16).int() - fast[differ].view(torch.int16).int()).abs()
-    assert (steps == 1).float().mean() > 0.8
+    assert (steps == 1).float().mean() > 0.5
     # ...and every one is within what two float32 summation orders can disagree by: K * 2**-24 * sum |a_i b_i|
     # each (the classic bound on recursive summation), plus the bfloat16 step of the result.
     K = a.shape[-1]
