@@ -44,7 +44,11 @@ def resize_and_crop(image: Image.Image) -> Image.Image:
 def official_transform(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> float32 tensor [3, 224, 224], in ToTensor + Normalize's float32 arithmetic:
     x / 255, then (x - mean) / std, each step rounded to float32."""
-    pixels = torch.from_numpy(np.array(resize_and_crop(image), dtype=np.uint8)).permute(2, 0, 1).contiguous()
+    return normalise(torch.from_numpy(np.array(resize_and_crop(image), dtype=np.uint8)).permute(2, 0, 1).contiguous())
+
+
+def normalise(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., 3, H, W] -> float32, ToTensor + Normalize: x / 255, then (x - mean) / std."""
     scaled = pixels.to(torch.float32).div(255)
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(-1, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(-1, 1, 1)

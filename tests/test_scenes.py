@@ -1,0 +1,56 @@
+"""The generated scenes and the distillation training path (teacher, then a student with both heads).
+
+A full training run is a job for ``python -m deit_tt.train_shapes``; here one tiny run checks that the
+whole path works and that what it saves loads as a distilled checkpoint with the scene labels.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from deit_tt.checkpoint import load_checkpoint
+from deit_tt.distillation import TrainSettings, warmup_cosine
+from deit_tt.labels import head_class_names
+from deit_tt.scenes import SCENE_CLASSES, SCENE_SIZE, render_scene, write_splits
+from deit_tt.teacher import load_teacher
+from deit_tt.train_shapes import TEACHER_FILE, TRAINING_RECORD, run
+
+
+def test_scenes_are_deterministic_balanced_and_keep_the_object_in_the_crop(tmp_path):
+    first, again, other = render_scene(7, "test"), render_scene(7, "test"), render_scene(7, "val")
+    assert np.array_equal(np.asarray(first.image), np.asarray(again.image)) and first.box == again.box
+    assert not np.array_equal(np.asarray(first.image), np.asarray(other.image))
+    assert first.image.size == (SCENE_SIZE, SCENE_SIZE)
+    for index in range(20):
+        scene = render_scene(index, "train")
+        assert scene.label == index % len(SCENE_CLASSES)
+        x0, y0, x1, y1 = scene.box
+        assert 16 <= x0 < x1 <= 208 and 16 <= y0 < y1 <= 208  # inside the official resize-256 + crop-224 view
+    write_splits(tmp_path, {"train": 3, "test": 2})
+    boxes = json.loads((tmp_path / "train" / "boxes.json").read_text())
+    assert sorted(boxes) == ["horizontal_stripes/train-00001.png", "solid/train-00000.png", "vertical_stripes/train-00002.png"]
+    assert (tmp_path / "test" / "solid" / "test-00000.png").is_file()
+    assert sorted(p.name for p in (tmp_path / "train").iterdir() if p.is_dir()) == sorted(SCENE_CLASSES)
+
+
+def test_learning_rate_warms_up_linearly_then_decays_by_cosine():
+    assert warmup_cosine(0.05, 0.1) == pytest.approx(0.5)
+    assert warmup_cosine(0.1, 0.1) == pytest.approx(1.0)
+    assert warmup_cosine(0.55, 0.1) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert warmup_cosine(1.0, 0.1) == pytest.approx(0.01)
+
+
+def test_a_short_training_run_saves_a_distilled_checkpoint_with_the_scene_labels(tmp_path):
+    settings = TrainSettings(train_images=16, val_images=8, teacher_epochs=1, student_epochs=1, batch_size=8, layers=1)
+    record = run(settings, tmp_path, test_images=8, log=lambda line: None)["record"]
+    assert set(record["test_float32"]) >= {"teacher_acc", "cls_acc", "distillation_acc", "average_acc", "distillation_vs_teacher"}
+    assert json.loads((tmp_path / TRAINING_RECORD).read_text())["settings"]["layers"] == 1
+    checkpoint = load_checkpoint(str(tmp_path))
+    assert checkpoint.distilled and head_class_names(checkpoint.config) == list(SCENE_CLASSES)
+    assert all(parameter.dtype == torch.float32 for parameter in checkpoint.model.parameters())
+    teacher = load_teacher(tmp_path / TEACHER_FILE)
+    assert teacher(torch.zeros(2, 3, SCENE_SIZE, SCENE_SIZE)).shape == (2, len(SCENE_CLASSES))
