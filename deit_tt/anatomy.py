@@ -1,6 +1,6 @@
 """Numbers behind the tutorial figures that no other module computes.
 
-Notebook 01 (weight conversion) and 02 (per-layer PCC) show:
+Notebook 01 (weight conversion) shows:
 
 - the checkpoint's parameters grouped into the families the converter uses (:func:`parameter_table`),
   and what each family occupies once stored in ttnn's tile formats (:func:`storage_table`);
@@ -10,18 +10,16 @@ Notebook 01 (weight conversion) and 02 (per-layer PCC) show:
 - one 32x32 tile: its four 16x16 faces, the exponent each 16-value face row shares in the block-float
   formats, and what each format does to it (:func:`tile_faces`, :func:`face_row_exponents`,
   :func:`tile_format_errors`, :func:`tile_bytes_table`);
-- which core holds which block of the encoder activation (:func:`encoder_shard_map`, :func:`attention_shard_map`);
-- the PCC ladder of several dtype policies side by side and how it compares with the thresholds
-  tt-metal's own ViT tests assert (:func:`pcc_ladder`, :func:`threshold_comparison`).
+- which core holds which block of the encoder activation (:func:`encoder_shard_map`, :func:`attention_shard_map`).
 
-Everything here is plain PyTorch/pandas on top of the package's own conversion, block-float rounding,
-sharding plan and PCC reports; nothing runs a model.
+(PCC ladders and tt-metal's thresholds live in :mod:`deit_tt.ladder`.) Everything here is plain
+PyTorch/pandas on top of the package's own conversion, block-float rounding and sharding plan; nothing
+runs a model.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -374,134 +372,6 @@ def padding_table(dims, num_labels: int = 1000, padded_labels: int | None = None
 
 
 # --------------------------------------------------------------------------------------------------
-# PCC ladders and tt-metal's thresholds
-
-
-@dataclass(frozen=True)
-class Threshold:
-    category: str
-    tt_metal_test: str
-    module: str  # what tt-metal's test runs
-    threshold: float
-    stages: str  # which of our captured stages the category covers (see ``_stages_for``)
-
-
-# assert_with_pcc thresholds in tt-metal's sharded ViT unit tests (bfloat8_b everywhere, batch 8,
-# google/vit-base-patch16-224). The tests feed each module its own fresh input, so a module's error
-# there does not include the error of the modules before it; our ladder runs the whole model and
-# every stage carries everything upstream, which makes the comparison conservative for us.
-TT_METAL_VIT_PCC_SOURCE = (
-    "tenstorrent/tt-metal models/demos/vision/classification/vit/wormhole/tests/"
-    "test_ttnn_optimized_sharded_vit_wh.py @ 0bf403cd34e3d0db3184d1c06fbacdb38683cfa1 (same values in the "
-    "Blackhole test models/demos/cnns_vits/classification/vit/blackhole/tests/test_ttnn_optimized_sharded_vit_bh.py)"
-)
-TT_METAL_VIT_PCC_THRESHOLDS = (
-    Threshold("embeddings", "test_vit_embeddings", "patch embedding + CLS + position embeddings", 0.999, "embeddings"),
-    Threshold("attention", "test_vit_attention", "self-attention (QKV, softmax, context, output projection)", 0.999, "every layer: context"),
-    Threshold("intermediate", "test_vit_intermediate", "FF1 + GELU", 0.9984, "every layer: ff1"),
-    Threshold("output", "test_vit_output", "FF2 + residual", 0.999, "every layer: output"),
-    Threshold("one layer", "test_vit_layer", "one encoder layer", 0.985, "layer 0: output"),
-    Threshold("encoder", "test_vit_encoder", "all 12 encoder layers", 0.96, "last layer: output"),
-    Threshold("model logits", "test_vit", "whole model, 1000 logits", 0.879, "logits"),
-)
-
-
-def tt_metal_thresholds() -> pd.DataFrame:
-    """tt-metal's ViT PCC thresholds as a table (category, test, module, threshold, our stages, source)."""
-    table = pd.DataFrame([t.__dict__ for t in TT_METAL_VIT_PCC_THRESHOLDS])
-    table = table.rename(columns={"stages": "our_stages"})
-    table["source"] = TT_METAL_VIT_PCC_SOURCE
-    return table
-
-
-def _stages_for(report: pd.DataFrame, category: str) -> pd.DataFrame:
-    encoder = report[report["stage"].isin(["ln1", "qkv", "attention_probs", "context", "attention_residual", "ln2", "ff1", "output"])]
-    last_layer = int(encoder["layer"].max()) if len(encoder) else 0
-    if category == "embeddings":
-        return report[report["stage"] == "embeddings"]
-    if category == "attention":  # the attention block's output; probabilities alone are a stricter test
-        return encoder[encoder["stage"] == "context"]
-    if category == "intermediate":
-        return encoder[encoder["stage"] == "ff1"]
-    if category == "output":
-        return encoder[encoder["stage"] == "output"]
-    if category == "one layer":
-        return encoder[(encoder["stage"] == "output") & (encoder["layer"] == 0)]
-    if category == "encoder":
-        return encoder[(encoder["stage"] == "output") & (encoder["layer"] == last_layer)]
-    if category == "model logits":
-        return report[report["stage"] == "logits"]
-    raise ValueError(category)
-
-
-def threshold_comparison(reports: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """For each tt-metal category: its threshold, and per policy our minimum PCC over the stages it covers
-    (``<policy>_min_pcc``), where that minimum is (``<policy>_worst``) and whether it clears it (``<policy>_ok``)."""
-    rows = []
-    for threshold in TT_METAL_VIT_PCC_THRESHOLDS:
-        row = {"category": threshold.category, "tt_metal_threshold": threshold.threshold, "our_stages": threshold.stages}
-        for policy_name, report in reports.items():
-            selected = _stages_for(report, threshold.category)
-            if selected.empty:
-                row[f"{policy_name}_min_pcc"], row[f"{policy_name}_worst"], row[f"{policy_name}_ok"] = float("nan"), "", None
-                continue
-            worst = selected.loc[selected["pcc"].idxmin()]
-            row[f"{policy_name}_min_pcc"] = float(worst["pcc"])
-            row[f"{policy_name}_worst"] = stage_label(worst["layer"], worst["stage"])
-            row[f"{policy_name}_ok"] = bool(worst["pcc"] >= threshold.threshold)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def stage_label(layer: int, stage: str) -> str:
-    """'L3 ff1' for encoder stages, the bare stage name for embeddings and heads."""
-    if stage in ("embeddings", "final_ln", "cls_logits", "distillation_logits", "logits"):
-        return stage
-    return f"L{int(layer)} {stage}"
-
-
-def pcc_ladder(reports: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Several ``pcc_report`` outputs (``{policy: report}``, same model) side by side, in forward order.
-
-    Columns: step (0, 1, ...), label, layer, stage, then ``<policy>`` PCC and ``<policy>_max_abs_error``.
-    """
-    merged = None
-    for policy_name, report in reports.items():
-        part = report[["layer", "stage", "pcc", "max_abs_error"]].rename(
-            columns={"pcc": policy_name, "max_abs_error": f"{policy_name}_max_abs_error"}
-        )
-        merged = part if merged is None else merged.merge(part, on=["layer", "stage"], how="outer", sort=False)
-    if merged is None:
-        raise ValueError("no reports given")
-    first = next(iter(reports.values()))
-    order = {(layer, stage): i for i, (layer, stage) in enumerate(zip(first["layer"], first["stage"]))}
-    merged["step"] = [order.get(key, len(order)) for key in zip(merged["layer"], merged["stage"])]
-    merged = merged.sort_values("step", kind="stable", ignore_index=True)
-    merged["step"] = range(len(merged))
-    merged.insert(1, "label", [stage_label(layer, stage) for layer, stage in zip(merged["layer"], merged["stage"])])
-    columns = ["step", "label", "layer", "stage"] + list(reports) + [f"{p}_max_abs_error" for p in reports]
-    return merged[columns]
-
-
-def stage_pcc_by_layer(reports: dict[str, pd.DataFrame], stage: str) -> pd.DataFrame:
-    """PCC of one encoder stage per layer for several reports (e.g. masked vs unmasked): index layer, one column each."""
-    columns = {}
-    for name, report in reports.items():
-        selected = report[report["stage"] == stage]
-        columns[name] = pd.Series(selected["pcc"].to_numpy(), index=selected["layer"].astype(int).to_numpy())
-    table = pd.DataFrame(columns)
-    table.index.name = "layer"
-    return table
-
-
-def worst_stages(report: pd.DataFrame, count: int = 5) -> pd.DataFrame:
-    """The ``count`` stages with the lowest PCC, labelled, lowest first."""
-    worst = report.nsmallest(count, "pcc").copy()
-    worst.insert(0, "label", [stage_label(layer, stage) for layer, stage in zip(worst["layer"], worst["stage"])])
-    return worst.reset_index(drop=True)
-
-
-# --------------------------------------------------------------------------------------------------
 # Sharding on the core grid
 
 
@@ -602,41 +472,3 @@ def l1_by_grid(plan) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
-
-
-def first_below_table(reports: dict[str, pd.DataFrame], threshold: float) -> pd.DataFrame:
-    """Per report (``{policy: pcc_report}``): the first stage in forward order under ``threshold`` (``pcc.first_below``),
-    its PCC, and how many stages fall under it in total. ``first_stage`` is "" when none does."""
-    from deit_tt.pcc import first_below
-
-    rows = []
-    for name, report in reports.items():
-        first = first_below(report, threshold)
-        rows.append(
-            {
-                "policy": name,
-                "threshold": threshold,
-                "first_stage": "" if first is None else stage_label(first["layer"], first["stage"]),
-                "pcc": float("nan") if first is None else float(first["pcc"]),
-                "stages_below": int((report["pcc"] < threshold).sum()),
-                "stages": len(report),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def padded_key_mass(captures: dict[str, torch.Tensor]) -> pd.DataFrame:
-    """Softmax probability that real query tokens give to the padded keys, per layer.
-
-    ``captures`` holds ``layers.<i>.attention_probs`` restricted to the real tokens ([B, heads, 198, 198]), so each
-    query row sums to 1 minus what went to keys 198..223. Columns: layer, mean_mass, max_mass (over images, heads
-    and queries). With the key-padding mask both are ~0; without it they measure the leak.
-    """
-    rows = []
-    layer = 0
-    while f"layers.{layer}.attention_probs" in captures:
-        probabilities = captures[f"layers.{layer}.attention_probs"].double()
-        leaked = (1.0 - probabilities.sum(dim=-1)).clamp_min(0.0)
-        rows.append({"layer": layer, "mean_mass": float(leaked.mean()), "max_mass": float(leaked.max())})
-        layer += 1
-    return pd.DataFrame(rows, columns=["layer", "mean_mass", "max_mass"])

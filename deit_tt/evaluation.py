@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -62,7 +63,11 @@ PUBLISHED_TOP5 = {"tiny": {"average": 91.9}, "small": {"average": 95.4}, "base":
 # Non-distilled checkpoints (facebook/deit-*-patch16-224): official README table.
 PUBLISHED_PLAIN_TOP1 = {"tiny": 72.2, "small": 79.8, "base": 81.8}
 PUBLISHED_PLAIN_TOP5 = {"tiny": 91.1, "small": 95.0, "base": 95.6}
-PUBLISHED_SOURCE = "Touvron et al. 2021 (DeiT), Table 3 per head, Table 5 / official README for the averaged head"
+PUBLISHED_SOURCE = (
+    "Touvron et al., Training data-efficient image transformers & distillation through attention, ICML 2021 "
+    "(arXiv:2012.12877v2): Table 3 (300 epochs) for the class-token and distillation-token heads of Ti/S/B; "
+    "averaged head: Table 5 and facebookresearch/deit README_deit.md; top-5: README_deit.md"
+)
 _SIZES = {hidden: size for size, (hidden, _) in RANDOM_SIZES.items()}  # hidden size -> DeiT size
 
 # The Hub preprocessor_config.json of facebook/deit-base-distilled-patch16-224: used for ``hf``
@@ -816,6 +821,30 @@ def _timing(batches: list[dict], header: dict) -> dict:
         "startup_wait_seconds": startup_seconds,
         "decode_images_per_second_per_worker": images / decode_seconds if decode_seconds else None,
     }
+
+
+RESULTS_DIR_ENV = "DEIT_TT_RESULTS_DIR"
+# The fp32 PyTorch reference runs on the CPU next to the model: affordable for a sample, not for 50,000 images.
+REFERENCE_AUTO_LIMIT = 2000
+
+
+def default_results_path(pipeline, preprocess: str, compare_reference: bool, results_dir: str | os.PathLike | None = None) -> Path:
+    """Where a run's results file lives unless told otherwise, shared by ``evaluate`` (CLI) and notebook 04 so that
+    each resumes the other's run: ``$DEIT_TT_RESULTS_DIR`` (else ~/.cache/deit_tt/evaluation) /
+    ``<model>-<executor>-<policy>-<preprocess>[-reference].jsonl``."""
+    checkpoint = pipeline.checkpoint
+    model = re.sub(r"[^A-Za-z0-9_.-]+", "-", getattr(checkpoint, "short_name", None) or checkpoint.name)
+    folder = Path(results_dir or os.environ.get(RESULTS_DIR_ENV) or Path.home() / ".cache" / "deit_tt" / "evaluation")
+    suffix = "-reference" if compare_reference else ""
+    return folder.expanduser() / f"{model}-{pipeline.runtime.executor}-{pipeline.policy.name}-{preprocess}{suffix}.jsonl"
+
+
+def compare_reference_for(setting: str | bool, images: int) -> bool:
+    """``"auto"``: compare with the PyTorch reference only for runs of at most REFERENCE_AUTO_LIMIT images;
+    ``"1"``/``"0"`` or a bool: as given."""
+    if setting == "auto":
+        return images <= REFERENCE_AUTO_LIMIT
+    return setting in (True, "1", "true", "yes", "on")
 
 
 def deterministic_part(summary: dict) -> dict:

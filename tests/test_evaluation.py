@@ -20,6 +20,8 @@ from deit_tt.evaluation import (
     RESULTS_FORMAT,
     EvaluationError,
     Preprocessor,
+    compare_reference_for,
+    default_results_path,
     deterministic_part,
     evaluate,
     format_summary,
@@ -480,3 +482,21 @@ def _processes_mentioning(text: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def test_default_results_path_is_shared_and_names_the_run(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    pipeline = SimpleNamespace(checkpoint=SimpleNamespace(short_name="random:tiny", name="random:tiny"),
+                               runtime=SimpleNamespace(executor="host"), policy=SimpleNamespace(name="bf8"))
+    monkeypatch.setenv("DEIT_TT_RESULTS_DIR", str(tmp_path))
+    assert default_results_path(pipeline, "official", False) == tmp_path / "random-tiny-host-bf8-official.jsonl"
+    assert default_results_path(pipeline, "hf", True, tmp_path / "x").name == "random-tiny-host-bf8-hf-reference.jsonl"
+    monkeypatch.delenv("DEIT_TT_RESULTS_DIR")
+    assert default_results_path(pipeline, "official", False).parent == Path.home() / ".cache" / "deit_tt" / "evaluation"
+
+
+def test_compare_reference_for_applies_the_2000_image_rule():
+    assert compare_reference_for("auto", 2000) and not compare_reference_for("auto", 2001)
+    assert compare_reference_for("1", 50_000) and not compare_reference_for("0", 10)
+

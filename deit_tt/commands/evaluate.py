@@ -1,7 +1,7 @@
 """``python -m deit_tt evaluate --data DIR``: ImageNet-1k top-1 / top-5 per head, resumable.
 
 Predictions are appended batch by batch to a JSON-lines results file (``--out``, default
-``evaluation/<model>-<executor>-<policy>-<preprocess>.jsonl``); running the same command again
+``deit_tt.evaluation.default_results_path``, the file notebook 04 uses); running the same command again
 continues where it stopped (Ctrl-C, a kill, a reboot). The summary JSON is written next to it
 (``<out>.summary.json``) and computed from the results file alone.
 
@@ -13,7 +13,6 @@ Exit status: 0 when at least one image was evaluated, 1 when none could be (all 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -28,7 +27,6 @@ from deit_tt.commands.common import (
 from deit_tt.errors import UserFacingError
 
 HELP = "ImageNet-1k evaluation: top-1/top-5 per head, resumable results file, summary JSON"
-DEFAULT_OUT_DIR = "evaluation"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N images (evaluation order = sorted image ids)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="B", help="images per forward pass per chip (default: $DEIT_TT_BATCH, then 8)")
     parser.add_argument("--preprocess", choices=PREPROCESSING_MODES, default="official", help="official DeiT eval recipe (default) or the checkpoint's own HF image processor")
-    parser.add_argument("--out", metavar="FILE", default=None, help="results file (JSON lines) to write or resume (default: evaluation/<model>-<executor>-<policy>-<preprocess>.jsonl)")
+    parser.add_argument("--out", metavar="FILE", default=None, help="results file (JSON lines) to write or resume (default: $DEIT_TT_RESULTS_DIR or ~/.cache/deit_tt/evaluation, /<model>-<executor>-<policy>-<preprocess>[-reference].jsonl, the file notebook 04 uses)")
     parser.add_argument("--restart", action="store_true", help="discard an existing results file instead of resuming it")
     add_model_argument(parser)
     add_executor_argument(parser)
@@ -52,14 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def default_results_path(pipeline, preprocess: str) -> Path:
-    checkpoint = pipeline.checkpoint
-    model = re.sub(r"[^A-Za-z0-9_.-]+", "-", checkpoint.short_name if hasattr(checkpoint, "short_name") else checkpoint.name)
-    return Path(DEFAULT_OUT_DIR) / f"{model}-{pipeline.runtime.executor}-{pipeline.policy.name}-{preprocess}.jsonl"
-
-
 def run(args: argparse.Namespace) -> int:
-    from deit_tt.evaluation import Preprocessor, evaluate, format_summary, summary_path_for, write_summary
+    from deit_tt.evaluation import Preprocessor, default_results_path, evaluate, format_summary, summary_path_for, write_summary
     from deit_tt.imagenet import open_dataset
 
     if args.limit is not None and args.limit < 1:
@@ -78,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: {note}")
         preprocessor = Preprocessor(args.preprocess, pipeline.checkpoint.name)
         print(f"preprocessing: {preprocessor.description}", flush=True)
-        out = Path(args.out) if args.out else default_results_path(pipeline, args.preprocess)
+        out = Path(args.out) if args.out else default_results_path(pipeline, args.preprocess, args.compare_reference)
         print(f"results file: {out}", flush=True)
         try:
             result = evaluate(
