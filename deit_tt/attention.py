@@ -16,7 +16,10 @@ or Hugging Face ``outputs.attentions`` from an eager-attention model.
   jacobgil/vit-explain variant; the 2x2 block between the two prefix tokens is never discarded).
 - ``token_cosine_similarity``: cosine of the CLS and distillation hidden states after each layer (the
   DeiT paper reports 0.06 for the learned input tokens, rising to 0.93 at the last layer).
-- ``overlay`` / ``plot_token_maps``: the map upsampled onto the 224x224 crop the model actually saw.
+- ``map_similarity``: how alike two maps are, as Pearson correlation and Jensen-Shannon divergence (an
+  uncentred cosine is close to 1 for any two near-uniform maps and cannot tell them apart).
+- ``overlay`` / ``plot_token_maps``: the map upsampled onto the 224x224 crop the model actually saw, on an
+  absolute probability scale shared by the maps of one figure (``map_scale``) with a colour bar.
 """
 
 from __future__ import annotations
@@ -192,7 +195,8 @@ def token_attention_stats(attentions) -> pd.DataFrame:
     Columns: ``layer``; ``cls_to_distillation`` = A[0, 1] and ``distillation_to_cls`` = A[1, 0], the
     direct links between the tokens; ``cls_patch_share`` / ``distillation_patch_share``: the part of
     each token's attention that goes to patches (the rest goes to the two prefix tokens);
-    ``map_cosine``: cosine similarity of the two tokens' patch maps (1 = same places);
+    ``map_pearson``: Pearson correlation of the two tokens' patch maps (1 = same places, 0 = unrelated);
+    ``map_js``: their Jensen-Shannon divergence in bits, each map renormalised to sum 1 (0 = identical, 1 = disjoint);
     ``cls_entropy`` / ``distillation_entropy``: entropy of each patch map renormalised to sum 1,
     divided by log(196), so 1 = spread evenly over all patches and 0 = one patch.
     """
@@ -204,7 +208,7 @@ def token_attention_stats(attentions) -> pd.DataFrame:
         share = patches.sum(-1)  # [B, 2]
         distribution = patches / share.clamp_min(1e-30)[..., None]
         entropy = -(distribution * distribution.clamp_min(1e-30).log()).sum(-1) / math.log(patches.shape[-1])
-        cosine = torch.nn.functional.cosine_similarity(patches[:, 0], patches[:, 1], dim=-1)
+        similarity = map_similarity(patches[:, 0], patches[:, 1])
         rows.append(
             {
                 "layer": index,
@@ -212,12 +216,53 @@ def token_attention_stats(attentions) -> pd.DataFrame:
                 "distillation_to_cls": float(fused[:, DISTILLATION_INDEX, CLS_INDEX].mean()),
                 "cls_patch_share": float(share[:, 0].mean()),
                 "distillation_patch_share": float(share[:, 1].mean()),
-                "map_cosine": float(cosine.mean()),
+                "map_pearson": float(similarity["pearson"].mean()),
+                "map_js": float(similarity["js"].mean()),
                 "cls_entropy": float(entropy[:, 0].mean()),
                 "distillation_entropy": float(entropy[:, 1].mean()),
             }
         )
     return pd.DataFrame(rows)
+
+
+def map_similarity(first: torch.Tensor, second: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per map of a batch ([B, ...] each, flattened): ``pearson`` correlation and ``js`` Jensen-Shannon divergence
+    (bits, of the maps renormalised to sum 1). Two near-uniform maps have an uncentred cosine of almost 1 whatever
+    their pattern; both of these measures see the pattern instead."""
+    a = torch.as_tensor(first).double().flatten(1)
+    b = torch.as_tensor(second).double().flatten(1)
+    centred_a, centred_b = a - a.mean(-1, keepdim=True), b - b.mean(-1, keepdim=True)
+    denominator = (centred_a.norm(dim=-1) * centred_b.norm(dim=-1)).clamp_min(1e-300)
+    pearson = (centred_a * centred_b).sum(-1) / denominator
+    p, q = a / a.sum(-1, keepdim=True), b / b.sum(-1, keepdim=True)
+    middle = 0.5 * (p + q)
+
+    def kl(x, y):
+        return torch.where(x > 0, x * (x.clamp_min(1e-300) / y.clamp_min(1e-300)).log2(), 0.0).sum(-1)
+
+    return {"pearson": pearson, "js": 0.5 * kl(p, middle) + 0.5 * kl(q, middle)}
+
+
+def row_sum_deviation(attentions) -> float:
+    """Largest |sum of a query row - 1| over all layers, images, heads and queries of stored probabilities.
+
+    A softmax row sums to 1; stored in bfloat8_b every probability is rounded to a step set by the largest
+    value of its 16-value block, so the stored rows sum to 1 only up to the rounding of ~200 values."""
+    return max(float((layer.double().sum(-1) - 1.0).abs().max()) for layer in as_attention_list(attentions))
+
+
+def padded_key_mass(captures: Mapping[str, torch.Tensor]) -> pd.DataFrame:
+    """Softmax probability that real query tokens give to the padded keys, per layer.
+
+    ``captures`` holds ``layers.<i>.attention_probs`` restricted to the real tokens ([B, heads, 198, 198]), so each
+    query row sums to 1 minus what went to keys 198..223. Columns: layer, mean_mass, max_mass (over images, heads
+    and queries). With the key-padding mask both are ~0; without it they measure the leak.
+    """
+    rows = []
+    for layer, probabilities in enumerate(attention_from_captures(captures)):
+        leaked = (1.0 - probabilities.double().sum(dim=-1)).clamp_min(0.0)
+        rows.append({"layer": layer, "mean_mass": float(leaked.mean()), "max_mass": float(leaked.max())})
+    return pd.DataFrame(rows, columns=["layer", "mean_mass", "max_mass"])
 
 
 def attention_agreement(captures, reference) -> pd.DataFrame:
@@ -247,14 +292,18 @@ def attention_agreement(captures, reference) -> pd.DataFrame:
 # ---------------------------------------------------------------- token similarity
 
 
-def _cosine(hidden: torch.Tensor) -> float:
+def _cosine(hidden: torch.Tensor, other: int | str = DISTILLATION_INDEX) -> float:
     hidden = torch.as_tensor(hidden).double()
-    cos = torch.nn.functional.cosine_similarity(hidden[:, CLS_INDEX], hidden[:, DISTILLATION_INDEX], dim=-1)
+    partner = hidden[:, NUM_PREFIX_TOKENS:] if other == "patches" else hidden[:, other : other + 1]
+    cos = torch.nn.functional.cosine_similarity(hidden[:, CLS_INDEX : CLS_INDEX + 1], partner, dim=-1)
     return float(cos.mean().clamp(-1.0, 1.0))
 
 
-def token_cosine_similarity(captures) -> pd.DataFrame:
+def token_cosine_similarity(captures, other: int | str = DISTILLATION_INDEX) -> pd.DataFrame:
     """Cosine similarity of the CLS and distillation token states at each depth, averaged over the batch.
+
+    ``other="patches"`` compares the CLS token with every patch token instead (mean over patches): when that
+    is as high as CLS vs distillation, the two tokens are alike only because all tokens are.
 
     ``captures``: pipeline/reference captures (uses "embeddings", "layers.{i}.output" and, when
     present, "final_ln"), or a sequence of hidden states [B, 198, H] (Hugging Face ``hidden_states``:
@@ -268,7 +317,7 @@ def token_cosine_similarity(captures) -> pd.DataFrame:
     rows = []
     if isinstance(captures, Mapping):
         if "embeddings" in captures:
-            rows.append(("embeddings", 0, _cosine(captures["embeddings"])))
+            rows.append(("embeddings", 0, _cosine(captures["embeddings"], other)))
         outputs = sorted(
             (int(key.split(".")[1]), value)
             for key, value in captures.items()
@@ -277,14 +326,29 @@ def token_cosine_similarity(captures) -> pd.DataFrame:
         if not outputs:
             raise UserFacingError("the captures hold no layer outputs; run the pipeline with capture=True")
         for index, value in outputs:
-            rows.append((f"layer {index}", index + 1, _cosine(value)))
+            rows.append((f"layer {index}", index + 1, _cosine(value, other)))
         if "final_ln" in captures:
-            rows.append(("final_ln", len(outputs), _cosine(captures["final_ln"])))
+            rows.append(("final_ln", len(outputs), _cosine(captures["final_ln"], other)))
     else:
         states = list(captures)
         for depth, value in enumerate(states):
-            rows.append(("embeddings" if depth == 0 else f"layer {depth - 1}", depth, _cosine(value)))
+            rows.append(("embeddings" if depth == 0 else f"layer {depth - 1}", depth, _cosine(value, other)))
     return pd.DataFrame(rows, columns=["stage", "depth", "cosine"])
+
+
+def random_network_cosine(config, pixel_values: torch.Tensor, seed: int = 1) -> pd.DataFrame:
+    """:func:`token_cosine_similarity` of an untrained DeiT of ``config``'s shape (``random:*`` initialisation,
+    ``seed``) on the same pixels, in float32 PyTorch: the baseline a trained model's curve is read against.
+
+    It rises too: with random weights the attention is nearly uniform, so every layer adds almost the same
+    average of all tokens to each of them, and the tokens converge (the rank collapse of deep attention)."""
+    from deit_tt.checkpoint import random_model
+
+    model = random_model(config, seed)
+    with torch.no_grad():
+        hidden = model.deit(pixel_values=pixel_values, output_hidden_states=True).hidden_states
+    del model
+    return token_cosine_similarity(hidden)
 
 
 def learned_token_cosine(model) -> float:
@@ -307,28 +371,45 @@ def model_view(image: Image.Image) -> Image.Image:
     return resize_and_crop(image.convert("RGB"))
 
 
-def normalise_map(attention_map) -> np.ndarray:
-    """Min-max scale a map to [0, 1] for display (a constant map becomes all zeros)."""
+def map_scale(*maps) -> tuple[float, float]:
+    """(0, largest value) over ``maps``: one absolute scale for every map of a figure, so that equal colours mean
+    equal probabilities (a map stretched to its own range turns 0.0048-0.0053 into full contrast)."""
+    high = max(float(torch.as_tensor(m).max()) for m in maps)
+    return 0.0, high if high > 0 else 1.0
+
+
+def normalise_map(attention_map, scale: tuple[float, float] | None = None) -> np.ndarray:
+    """Scale a map to [0, 1] for display: by ``scale`` = (low, high) when given (values outside are clipped),
+    else by its own min-max range (a constant map becomes all zeros)."""
     array = np.asarray(torch.as_tensor(attention_map).detach().float().cpu(), dtype=np.float64)
-    low, high = float(array.min()), float(array.max())
-    return (array - low) / (high - low) if high > low else np.zeros_like(array)
+    low, high = scale if scale is not None else (float(array.min()), float(array.max()))
+    return np.clip((array - low) / (high - low), 0.0, 1.0) if high > low else np.zeros_like(array)
 
 
-def upsample_map(attention_map, size: int = CROP_SIZE, mode: str = "bilinear") -> np.ndarray:
-    """[14, 14] -> [size, size] in [0, 1]; ``mode`` "bilinear" (smooth) or "nearest" (patch blocks)."""
-    grid = torch.from_numpy(normalise_map(attention_map)).float()[None, None]
+def upsample_map(attention_map, size: int = CROP_SIZE, mode: str = "bilinear", scale: tuple[float, float] | None = None) -> np.ndarray:
+    """[14, 14] -> [size, size] in [0, 1]; ``mode`` "bilinear" (smooth) or "nearest" (patch blocks); ``scale``
+    as in :func:`normalise_map`."""
+    grid = torch.from_numpy(normalise_map(attention_map, scale)).float()[None, None]
     kwargs = {"align_corners": False} if mode == "bilinear" else {}
     up = torch.nn.functional.interpolate(grid, size=(size, size), mode=mode, **kwargs)
     return up[0, 0].clamp(0, 1).numpy()
 
 
 def overlay(
-    image: Image.Image, attention_map, alpha: float = 0.55, cmap: str = "inferno", mode: str = "bilinear", crop: bool = True
+    image: Image.Image,
+    attention_map,
+    alpha: float = 0.55,
+    cmap: str = "inferno",
+    mode: str = "bilinear",
+    crop: bool = True,
+    scale: tuple[float, float] | None = None,
 ) -> Image.Image:
     """The attention map as a heat map over the image the model saw; returns a 224x224 RGB image.
 
     ``image``: the original picture (``crop=True``: it is cut to the model's 224x224 view first) or an
     already cropped square. ``attention_map``: [14, 14] (a [1, 14, 14] batch of one is accepted).
+    ``scale``: the (low, high) probabilities mapped to the ends of ``cmap`` (see :func:`map_scale`); None
+    stretches the map to its own range, which shows where it is largest but not how large.
     """
     import matplotlib
 
@@ -338,7 +419,7 @@ def overlay(
         attention_map = attention_map[0]
     if attention_map.ndim != 2:
         raise ValueError(f"expected one [rows, cols] attention map, got shape {tuple(attention_map.shape)}")
-    heat = upsample_map(attention_map, size=view.width, mode=mode)
+    heat = upsample_map(attention_map, size=view.width, mode=mode, scale=scale)
     if view.height != view.width:
         heat = np.asarray(Image.fromarray((heat * 255).astype(np.uint8)).resize(view.size, Image.Resampling.BILINEAR)) / 255.0
     colours = matplotlib.colormaps[cmap](heat)[..., :3]
@@ -356,10 +437,13 @@ def plot_token_maps(
     alpha: float = 0.55,
     cmap: str = "inferno",
     show_image: bool = True,
+    scale: tuple[float, float] | None = None,
 ):
     """Draw the model's view, the CLS map and the distillation map side by side; returns the Figure.
 
-    Pass ``axes`` (a row of 3 axes, or 2 with ``show_image=False``) to draw into an existing grid.
+    Both maps share one absolute ``scale`` (default: :func:`map_scale` of the two). Without ``axes`` the figure
+    gets a colour bar; pass ``axes`` (a row of 3 axes, or 2 with ``show_image=False``) to draw into an existing
+    grid and add the colour bar yourself with :func:`add_map_colorbar`.
     """
     from matplotlib.figure import Figure
 
@@ -369,18 +453,30 @@ def plot_token_maps(
         axes = figure.subplots(1, panels)
     else:
         figure = axes[0].figure
+    own_axes = axes is None
+    scale = scale or map_scale(cls_map, distillation_map)
     view = model_view(image)
     items = [("model input (224x224 crop)", view)] if show_image else []
-    items += [("CLS token", overlay(view, cls_map, alpha, cmap, crop=False)),
-              ("distillation token", overlay(view, distillation_map, alpha, cmap, crop=False))]
+    items += [("CLS token", overlay(view, cls_map, alpha, cmap, crop=False, scale=scale)),
+              ("distillation token", overlay(view, distillation_map, alpha, cmap, crop=False, scale=scale))]
     for axis, (label, picture) in zip(axes, items):
         axis.imshow(picture)
         axis.set_title(label, fontsize=10)
         axis.set_xticks([])
         axis.set_yticks([])
+    if own_axes:
+        add_map_colorbar(figure, axes[-2:], scale, cmap)
     if title:
         figure.suptitle(title, fontsize=11)
     return figure
+
+
+def add_map_colorbar(figure, axes, scale: tuple[float, float], cmap: str = "inferno", label: str = "attention probability"):
+    """A colour bar for overlays drawn with ``scale`` (the heat map's colours; the photo underneath is blended in)."""
+    from matplotlib import cm, colors
+
+    mappable = cm.ScalarMappable(norm=colors.Normalize(*scale), cmap=cmap)
+    return figure.colorbar(mappable, ax=axes, shrink=0.85, label=label)
 
 
 def figure_to_png(figure, dpi: int = 90) -> bytes:

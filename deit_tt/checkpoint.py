@@ -115,13 +115,18 @@ def random_config(size: str) -> DeiTConfig:
 
 
 def random_checkpoint(size: str, seed: int = RANDOM_SEED) -> Checkpoint:
-    config = random_config(size)
+    model = random_model(random_config(size), seed)
+    identity = f"random:{size}:seed{seed}:init-v{RANDOM_INIT_VERSION}:transformers-{version('transformers')}:torch-{version('torch')}"
+    return Checkpoint(model, f"random:{size}", identity, is_random=True)
+
+
+def random_model(config: DeiTConfig, seed: int = RANDOM_SEED) -> DeiTForImageClassificationWithTeacher:
+    """An untrained DeiT of ``config``'s shape, initialised like ``random:<size>`` with ``seed``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = DeiTForImageClassificationWithTeacher(config).eval()
         _make_every_parameter_observable(model)
-    identity = f"random:{size}:seed{seed}:init-v{RANDOM_INIT_VERSION}:transformers-{version('transformers')}:torch-{version('torch')}"
-    return Checkpoint(model, f"random:{size}", identity, is_random=True)
+    return model
 
 
 def _make_every_parameter_observable(model: torch.nn.Module) -> None:

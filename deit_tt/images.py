@@ -236,3 +236,19 @@ def _reason(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         text = error.strerror
     return text[:160]
+
+
+# The photos shipped in the repository (data/images), what notebooks and the demo use by default.
+BUNDLED_IMAGES = Path(__file__).resolve().parent.parent / "data" / "images"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def image_paths(folder: str | os.PathLike | None = None, limit: int = 0) -> list[Path]:
+    """The image files of ``folder`` (default: the bundled photos), sorted by name; the first ``limit`` if > 0."""
+    root = Path(folder) if folder else BUNDLED_IMAGES
+    if not root.is_dir():
+        raise UserFacingError(f"{root} is not a folder of images")
+    paths = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise UserFacingError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
+    return paths[:limit] if limit > 0 else paths

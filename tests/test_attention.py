@@ -8,9 +8,11 @@ import math
 import numpy as np
 import pytest
 import torch
+import ttnn
 from PIL import Image
 
 from deit_tt import attention
+from deit_tt.blockfloat import round_to_dtype
 from deit_tt.preprocessing import IMAGENET_MEAN, IMAGENET_STD, official_transform
 
 N = 198
@@ -214,8 +216,60 @@ def test_token_attention_stats_constructed():
     assert first["cls_to_distillation"] == pytest.approx(0.5) and first["distillation_to_cls"] == pytest.approx(0.0)
     assert first["cls_patch_share"] == pytest.approx(0.5) and first["distillation_patch_share"] == pytest.approx(1.0)
     assert first["cls_entropy"] == pytest.approx(0.0, abs=1e-9) and first["distillation_entropy"] == pytest.approx(1.0)
-    assert first["map_cosine"] == pytest.approx(1 / math.sqrt(196))
-    assert second["map_cosine"] == pytest.approx(1.0) and second["cls_entropy"] == pytest.approx(0.0, abs=1e-9)
+    # one-hot vs uniform: no shared pattern (Pearson 0) and a large JS divergence; identical maps: 1 and 0
+    p, q = np.zeros(196), np.full(196, 1 / 196)
+    p[k - 2] = 1.0
+    m = (p + q) / 2
+    js = 0.5 * np.sum(p[p > 0] * np.log2(p[p > 0] / m[p > 0])) + 0.5 * np.sum(q * np.log2(q / m))
+    assert first["map_pearson"] == pytest.approx(0.0, abs=1e-9) and first["map_js"] == pytest.approx(js)
+    assert second["map_pearson"] == pytest.approx(1.0) and second["map_js"] == pytest.approx(0.0, abs=1e-12)
+    assert second["cls_entropy"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_map_similarity_discriminates_near_uniform_maps_where_a_cosine_cannot():
+    generator = torch.Generator().manual_seed(0)
+    base = torch.full((1, 196), 1 / 198)
+    first = base + 1e-4 * torch.randn(1, 196, generator=generator)
+    second = base + 1e-4 * torch.randn(1, 196, generator=generator)
+    assert float(torch.nn.functional.cosine_similarity(first, second)) > 0.99  # the uncentred cosine sees nothing
+    unrelated = attention.map_similarity(first, second)
+    same = attention.map_similarity(first, first.clone())
+    assert abs(float(unrelated["pearson"][0])) < 0.3 and float(same["pearson"][0]) == pytest.approx(1.0)
+    assert float(same["js"][0]) == pytest.approx(0.0, abs=1e-12) and float(unrelated["js"][0]) > 0
+
+
+def test_row_sum_deviation_of_block_float_probabilities():
+    def stored_deviation(sharpness):
+        scores = torch.randn(1, 2, N, N, generator=torch.Generator().manual_seed(1)) * sharpness
+        probabilities = torch.softmax(scores, dim=-1)
+        assert attention.row_sum_deviation([probabilities]) < 1e-5
+        return attention.row_sum_deviation([round_to_dtype(probabilities, ttnn.bfloat8_b).float()])
+
+    near_uniform, peaked = stored_deviation(0.3), stored_deviation(3.0)
+    assert 1e-5 < near_uniform < 0.003  # rounding to a shared-exponent step breaks the exact sum, a little
+    assert peaked > 3 * near_uniform  # a large probability sets a coarse step for its whole 16-value block
+
+
+def test_overlay_with_an_absolute_scale_keeps_a_weak_map_dark():
+    image = Image.new("RGB", (224, 224), (0, 0, 0))
+    weak = torch.full((SIDE, SIDE), 0.0048)
+    weak[3, 5] = 0.0053
+    stretched = np.asarray(attention.overlay(image, weak, alpha=1.0, mode="nearest"), dtype=np.float64)
+    absolute = np.asarray(attention.overlay(image, weak, alpha=1.0, mode="nearest", scale=(0.0, 1.0)), dtype=np.float64)
+    assert stretched.max() > 200  # its own range turns a 10 % difference into full contrast
+    assert absolute.max() < 30  # on the 0..1 probability scale it stays near the dark end
+    assert attention.map_scale(weak, weak * 2) == (0.0, pytest.approx(0.0106))
+
+
+def test_random_network_cosine_is_a_baseline_of_the_same_shape(tiny_checkpoint):
+    pixel_values = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    baseline = attention.random_network_cosine(tiny_checkpoint.config, pixel_values)
+    assert len(baseline) == 1 + tiny_checkpoint.config.num_hidden_layers
+    assert baseline["cosine"].iloc[-1] > baseline["cosine"].iloc[0]  # untrained tokens converge too
+    with torch.no_grad():
+        hidden = tiny_checkpoint.model(pixel_values=pixel_values, output_hidden_states=True).hidden_states
+    patches = attention.token_cosine_similarity(hidden, other="patches")
+    assert len(patches) == len(baseline) and patches["cosine"].between(-1, 1).all()
 
 
 def test_attention_agreement():
@@ -231,3 +285,12 @@ def test_attention_agreement():
     ]
     with pytest.raises(ValueError, match="2 attention layers vs 3"):
         attention.attention_agreement(layers[:2], layers)
+
+
+def test_padded_key_mass_measures_what_real_keys_did_not_get():
+    probabilities = torch.full((2, 3, 198, 198), 0.9 / 198)
+    captures = {"layers.0.attention_probs": probabilities, "layers.1.attention_probs": probabilities * (1 / 0.9)}
+    mass = attention.padded_key_mass(captures)
+    assert mass["layer"].tolist() == [0, 1]
+    assert mass.loc[0, "mean_mass"] == pytest.approx(0.1, abs=1e-6)
+    assert mass.loc[1, "max_mass"] == pytest.approx(0.0, abs=1e-6)

@@ -20,6 +20,8 @@ from deit_tt.evaluation import (
     RESULTS_FORMAT,
     EvaluationError,
     Preprocessor,
+    compare_reference_for,
+    default_results_path,
     deterministic_part,
     evaluate,
     format_summary,
@@ -513,3 +515,10 @@ def test_default_results_path_names_everything_a_resumed_run_shares(tmp_path, da
     assert default_results_path(predictor, other) != path  # same folder name, other images
     assert default_results_path(predictor, dataset, results_dir=tmp_path / "mine").parent == tmp_path / "mine"
     assert compare_reference_by_default(2000) and not compare_reference_by_default(2001)
+
+
+def test_compare_reference_for_applies_the_2000_image_rule():
+    from deit_tt.evaluation import compare_reference_for
+
+    assert compare_reference_for("auto", 2000) and not compare_reference_for("auto", 2001)
+    assert compare_reference_for("1", 50_000) and not compare_reference_for("0", 10)

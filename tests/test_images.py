@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from deit_tt.errors import UserFacingError
-from deit_tt.images import MAX_PIXELS, ImageError, load_image
+from deit_tt.images import BUNDLED_IMAGES, MAX_PIXELS, ImageError, image_paths, load_image
 
 DATA_IMAGES = Path(__file__).resolve().parent.parent / "data" / "images"
 
@@ -263,3 +263,15 @@ def test_bundled_sample_images_decode():
     for path in files:
         image = load_image(path)
         assert image.mode == "RGB" and min(image.size) >= 224
+
+
+def test_image_paths_lists_image_files_sorted_and_limited(tmp_path):
+    for name in ("b.png", "a.JPG", "notes.txt", "c.webp"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "folder.jpg").mkdir()
+    assert [p.name for p in image_paths(tmp_path)] == ["a.JPG", "b.png", "c.webp"]
+    assert [p.name for p in image_paths(tmp_path, limit=2)] == ["a.JPG", "b.png"]
+    assert image_paths()[0].parent == BUNDLED_IMAGES and any("cat" in p.stem for p in image_paths())
+    with pytest.raises(UserFacingError, match="no images"):
+        image_paths(tmp_path / "folder.jpg")
+

@@ -136,3 +136,13 @@ def test_device_matches_hugging_face(base_checkpoint):
     report = pcc_report(output.captures, reference)
     assert len(report) == expected_stage_count(base_checkpoint)
     assert pcc(output.logits, reference["logits"]) >= 0.99
+
+
+def test_captures_are_compact_copies_without_padding(tiny_checkpoint):
+    pipeline = build_pipeline(tiny_checkpoint, executor="host", dtype_policy="bf8", batch_size=2)
+    captures = pipeline(random_pixels(2), capture=True).captures
+    probabilities = captures["layers.0.attention_probs"]
+    assert probabilities.shape == (2, 3, 198, 198) and probabilities.is_contiguous()
+    # bfloat8_b values are exact in bfloat16, so the capture takes half of float32's memory and loses nothing
+    assert probabilities.dtype == torch.bfloat16
+    assert probabilities.untyped_storage().nbytes() == probabilities.numel() * 2  # not a view of the 224-token tensor

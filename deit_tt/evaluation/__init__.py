@@ -37,6 +37,7 @@ from deit_tt.evaluation.defaults import (
     REFERENCE_AUTO_IMAGES,
     RESULTS_DIR_ENV,
     compare_reference_by_default,
+    compare_reference_for,
     default_results_dir,
     default_results_path,
 )

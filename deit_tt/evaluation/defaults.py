@@ -46,3 +46,11 @@ def default_results_path(pipeline, dataset, preprocess="official", compare_refer
 def compare_reference_by_default(images: int) -> bool:
     """Whether a run of ``images`` images compares with the PyTorch reference unless told otherwise."""
     return images <= REFERENCE_AUTO_IMAGES
+
+
+def compare_reference_for(setting: str | bool, images: int) -> bool:
+    """A user's setting ($DEIT_TT_COMPARE_REFERENCE in notebook 04): ``"auto"`` follows
+    ``compare_reference_by_default``; ``"1"``/``"0"`` or a bool are taken as given."""
+    if setting == "auto":
+        return compare_reference_by_default(images)
+    return setting in (True, "1", "true", "yes", "on")

@@ -27,7 +27,11 @@ PUBLISHED_TOP5 = {"tiny": {"average": 91.9}, "small": {"average": 95.4}, "base":
 # Non-distilled checkpoints (facebook/deit-*-patch16-224): official README table.
 PUBLISHED_PLAIN_TOP1 = {"tiny": 72.2, "small": 79.8, "base": 81.8}
 PUBLISHED_PLAIN_TOP5 = {"tiny": 91.1, "small": 95.0, "base": 95.6}
-PUBLISHED_SOURCE = "Touvron et al. 2021 (DeiT), Table 3 per head, Table 5 / official README for the averaged head"
+PUBLISHED_SOURCE = (
+    "Touvron et al., Training data-efficient image transformers & distillation through attention, ICML 2021 "
+    "(arXiv:2012.12877v2): Table 3 (300 epochs) for the class-token and distillation-token heads of Ti/S/B; "
+    "averaged head: Table 5 and facebookresearch/deit README_deit.md; top-5: README_deit.md"
+)
 
 
 def is_correct(record: dict, head: str, k: int) -> bool:

@@ -1,14 +1,8 @@
-"""Numbers behind the tutorial figures of notebook 02 (per-layer PCC) that no other module computes.
+"""PCC ladders: every captured stage of several runs side by side, and tt-metal's per-module thresholds.
 
-- the PCC ladder of several dtype policies side by side and how it compares with the thresholds
-  tt-metal's own ViT tests assert (:func:`pcc_ladder`, :func:`threshold_comparison`).
-
-The tables of notebook 01 live with the modules that own their subject: parameter families in
-``deit_tt.checkpoint`` / ``deit_tt.conversion`` (with the fused QKV layout), tiles and block-float
-formats in ``deit_tt.blockfloat``, storage per family in ``deit_tt.quantization``, padding in
-``deit_tt.sharding.dims`` and core maps in ``deit_tt.sharding.core_maps``.
-
-Everything here is plain PyTorch/pandas on top of the package's PCC reports; nothing runs a model.
+A ladder is a ``deit_tt.pcc.pcc_report`` (one row per stage, forward order) or several of them, one per dtype
+policy. Notebook 02 shows it pivoted (layers x stages), looks for the first stage under a threshold, and sets
+it against the PCCs tt-metal's own ViT unit tests assert per module.
 """
 
 from __future__ import annotations
@@ -16,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
-import torch
 
+from deit_tt.model import LAYER_STAGES
+from deit_tt.pcc import first_below
 
-# --------------------------------------------------------------------------------------------------
-# PCC ladders and tt-metal's thresholds
-
+HEAD_STAGES = ("final_ln", "cls_logits", "distillation_logits", "logits")
 
 @dataclass(frozen=True)
 class Threshold:
@@ -30,6 +23,7 @@ class Threshold:
     module: str  # what tt-metal's test runs
     threshold: float
     stages: str  # which of our captured stages the category covers (see ``_stages_for``)
+    stage: str | None = None  # the captured stage whose every occurrence the module test stands for
 
 
 # assert_with_pcc thresholds in tt-metal's sharded ViT unit tests (bfloat8_b everywhere, batch 8,
@@ -42,26 +36,26 @@ TT_METAL_VIT_PCC_SOURCE = (
     "Blackhole test models/demos/cnns_vits/classification/vit/blackhole/tests/test_ttnn_optimized_sharded_vit_bh.py)"
 )
 TT_METAL_VIT_PCC_THRESHOLDS = (
-    Threshold("embeddings", "test_vit_embeddings", "patch embedding + CLS + position embeddings", 0.999, "embeddings"),
-    Threshold("attention", "test_vit_attention", "self-attention (QKV, softmax, context, output projection)", 0.999, "every layer: context"),
-    Threshold("intermediate", "test_vit_intermediate", "FF1 + GELU", 0.9984, "every layer: ff1"),
-    Threshold("output", "test_vit_output", "FF2 + residual", 0.999, "every layer: output"),
+    Threshold("embeddings", "test_vit_embeddings", "patch embedding + CLS + position embeddings", 0.999, "embeddings", "embeddings"),
+    Threshold("attention", "test_vit_attention", "self-attention (QKV, softmax, context, output projection)", 0.999, "every layer: context", "context"),
+    Threshold("intermediate", "test_vit_intermediate", "FF1 + GELU", 0.9984, "every layer: ff1", "ff1"),
+    Threshold("output", "test_vit_output", "FF2 + residual", 0.999, "every layer: output", "output"),
     Threshold("one layer", "test_vit_layer", "one encoder layer", 0.985, "layer 0: output"),
     Threshold("encoder", "test_vit_encoder", "all 12 encoder layers", 0.96, "last layer: output"),
-    Threshold("model logits", "test_vit", "whole model, 1000 logits", 0.879, "logits"),
+    Threshold("model logits", "test_vit", "whole model, 1000 logits", 0.879, "logits", "logits"),
 )
 
 
 def tt_metal_thresholds() -> pd.DataFrame:
     """tt-metal's ViT PCC thresholds as a table (category, test, module, threshold, our stages, source)."""
-    table = pd.DataFrame([t.__dict__ for t in TT_METAL_VIT_PCC_THRESHOLDS])
+    table = pd.DataFrame([t.__dict__ for t in TT_METAL_VIT_PCC_THRESHOLDS]).drop(columns="stage")
     table = table.rename(columns={"stages": "our_stages"})
     table["source"] = TT_METAL_VIT_PCC_SOURCE
     return table
 
 
 def _stages_for(report: pd.DataFrame, category: str) -> pd.DataFrame:
-    encoder = report[report["stage"].isin(["ln1", "qkv", "attention_probs", "context", "attention_residual", "ln2", "ff1", "output"])]
+    encoder = report[report["stage"].isin(LAYER_STAGES)]
     last_layer = int(encoder["layer"].max()) if len(encoder) else 0
     if category == "embeddings":
         return report[report["stage"] == "embeddings"]
@@ -101,7 +95,7 @@ def threshold_comparison(reports: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def stage_label(layer: int, stage: str) -> str:
     """'L3 ff1' for encoder stages, the bare stage name for embeddings and heads."""
-    if stage in ("embeddings", "final_ln", "cls_logits", "distillation_logits", "logits"):
+    if stage == "embeddings" or stage in HEAD_STAGES:
         return stage
     return f"L{int(layer)} {stage}"
 
@@ -147,39 +141,77 @@ def worst_stages(report: pd.DataFrame, count: int = 5) -> pd.DataFrame:
     return worst.reset_index(drop=True)
 
 
-def first_below_table(reports: dict[str, pd.DataFrame], threshold: float) -> pd.DataFrame:
-    """Per report (``{policy: pcc_report}``): the first stage in forward order under ``threshold`` (``pcc.first_below``),
-    its PCC, and how many stages fall under it in total. ``first_stage`` is "" when none does."""
-    from deit_tt.pcc import first_below
+def stage_thresholds(report: pd.DataFrame) -> pd.Series:
+    """Per row of ``report``: the PCC tt-metal's module test asserts for that stage, NaN where no test covers it.
 
+    Embeddings 0.999, every layer's ``context`` 0.999 (attention), ``ff1`` 0.9984 (intermediate), ``output`` 0.999
+    (FF2 + residual), logits 0.879. tt-metal feeds each module a fresh input, so on our whole-model ladder these
+    are strict: a stage here carries all the error upstream of it.
+    """
+    by_stage = {t.stage: t.threshold for t in TT_METAL_VIT_PCC_THRESHOLDS if t.stage}
+    return report["stage"].map(by_stage).astype(float)
+
+
+def ladder_pivot(report: pd.DataFrame, value: str = "pcc") -> pd.DataFrame:
+    """The encoder part of one report as a layers x stages table (stages in forward order) of ``value``."""
+    encoder = report[report["stage"].isin(LAYER_STAGES)]
+    table = encoder.pivot(index="layer", columns="stage", values=value)[list(LAYER_STAGES)]
+    table.index = table.index.astype(int)
+    table.columns.name = None
+    return table
+
+
+def outer_stages(reports: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The stages outside the encoder layers (embeddings, final LN, the heads): index stage, one PCC column per report."""
+    columns = {}
+    for name, report in reports.items():
+        outer = report[~report["stage"].isin(LAYER_STAGES)]
+        columns[name] = pd.Series(outer["pcc"].to_numpy(), index=outer["stage"].to_numpy())
+    table = pd.DataFrame(columns)
+    table.index.name = "stage"
+    return table
+
+
+def pcc_rises(report: pd.DataFrame) -> pd.DataFrame:
+    """The stages whose PCC is *higher* than the stage before them in forward order (the ladder is not monotone).
+
+    Columns: label, pcc, previous (the label of the stage before), previous_pcc.
+    """
+    labels = [stage_label(layer, stage) for layer, stage in zip(report["layer"], report["stage"])]
+    values = report["pcc"].to_numpy()
+    rows = [
+        {"label": labels[i], "pcc": float(values[i]), "previous": labels[i - 1], "previous_pcc": float(values[i - 1])}
+        for i in range(1, len(values))
+        if values[i] > values[i - 1]
+    ]
+    return pd.DataFrame(rows, columns=["label", "pcc", "previous", "previous_pcc"])
+
+
+def first_below_table(reports: dict[str, pd.DataFrame], threshold: float | None = None) -> pd.DataFrame:
+    """Per report (``{policy: pcc_report}``): the first stage in forward order under ``threshold`` (``pcc.first_below``),
+    its PCC, and how many stages fall under it in total. ``first_stage`` is "" when none does.
+
+    ``threshold=None`` uses tt-metal's per-module thresholds (:func:`stage_thresholds`) and looks only at the
+    stages they cover; ``threshold`` in the table is then the one of the first failing stage (NaN if none fails).
+    """
     rows = []
     for name, report in reports.items():
-        first = first_below(report, threshold)
+        if threshold is None:
+            limits = stage_thresholds(report)
+            failing = report[limits.notna() & (report["pcc"] < limits)]
+            first = None if failing.empty else failing.iloc[0]
+            limit = float("nan") if first is None else float(limits[first.name])
+        else:
+            failing = report[report["pcc"] < threshold]
+            first, limit = first_below(report, threshold), threshold
         rows.append(
             {
                 "policy": name,
-                "threshold": threshold,
+                "threshold": limit,
                 "first_stage": "" if first is None else stage_label(first["layer"], first["stage"]),
                 "pcc": float("nan") if first is None else float(first["pcc"]),
-                "stages_below": int((report["pcc"] < threshold).sum()),
+                "stages_below": len(failing),
                 "stages": len(report),
             }
         )
     return pd.DataFrame(rows)
-
-
-def padded_key_mass(captures: dict[str, torch.Tensor]) -> pd.DataFrame:
-    """Softmax probability that real query tokens give to the padded keys, per layer.
-
-    ``captures`` holds ``layers.<i>.attention_probs`` restricted to the real tokens ([B, heads, 198, 198]), so each
-    query row sums to 1 minus what went to keys 198..223. Columns: layer, mean_mass, max_mass (over images, heads
-    and queries). With the key-padding mask both are ~0; without it they measure the leak.
-    """
-    rows = []
-    layer = 0
-    while f"layers.{layer}.attention_probs" in captures:
-        probabilities = captures[f"layers.{layer}.attention_probs"].double()
-        leaked = (1.0 - probabilities.sum(dim=-1)).clamp_min(0.0)
-        rows.append({"layer": layer, "mean_mass": float(leaked.mean()), "max_mass": float(leaked.max())})
-        layer += 1
-    return pd.DataFrame(rows, columns=["layer", "mean_mass", "max_mass"])
