@@ -81,6 +81,7 @@ def summarize(results_path: str | os.PathLike, image_ids: Sequence[str] | None =
         "model_size": header.get("model_size"),
         "executor": header.get("executor"),
         "chip": header.get("chip"),
+        "numerics": header.get("numerics"),  # host: ideal or tensix; None on a card
         "dtype_policy": header.get("dtype_policy"),
         "preprocessing": {"mode": header.get("preprocess"), "description": header.get("preprocess_description")},
         "dataset": header.get("dataset"),
