@@ -8,21 +8,12 @@ Prints each time (best of --repeats forwards, after a warm-up) and the ratio ten
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
+from host_vs_hugging_face import best_time  # this folder is on sys.path when a script here runs
+
 from deit_tt.pipeline import build_pipeline
-
-
-def forward_seconds(pipeline, pixels: torch.Tensor, repeats: int) -> float:
-    pipeline(pixels)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        pipeline(pixels)
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -36,7 +27,7 @@ def main() -> None:
     seconds = {}
     for numerics in ("ideal", "tensix"):
         pipeline = build_pipeline(args.model, executor="host", dtype_policy=args.policy, batch_size=args.batch, numerics=numerics)
-        seconds[numerics] = forward_seconds(pipeline, pixels, args.repeats)
+        seconds[numerics] = best_time(lambda: pipeline(pixels), args.repeats)
         print(f"{pipeline.banner()}\n  {numerics}: {seconds[numerics]:.2f} s per forward", flush=True)
     print(f"tensix / ideal = {seconds['tensix'] / seconds['ideal']:.2f}")
 
