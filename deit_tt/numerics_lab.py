@@ -13,9 +13,8 @@ import ttnn
 from deit_tt import tensix_numerics as tn
 from deit_tt.executor import HostExecutor
 from deit_tt.model import TtDeiT
-from deit_tt.pcc import pcc_report
 from deit_tt.pipeline import build_pipeline
-from deit_tt.reference import capture_reference
+from deit_tt.reference import compare_with_reference
 
 FIDELITIES = (ttnn.MathFidelity.LoFi, ttnn.MathFidelity.HiFi2, ttnn.MathFidelity.HiFi3, ttnn.MathFidelity.HiFi4)
 
@@ -28,13 +27,14 @@ def numerics_ladder(checkpoint, policies=("bf16", "bf8", "bf4"), pixels: torch.T
     """PCC against Hugging Face fp32 of every stage, per policy, with ideal and with tensix numerics
     (columns policy, layer, stage, ideal, tensix, tensix - ideal)."""
     pixels = random_pixels(1) if pixels is None else pixels
-    reference = capture_reference(checkpoint.model, pixels)
     tables = []
     for policy in policies:
         reports = {}
         for numerics in tn.NUMERICS:
-            pipeline = build_pipeline(checkpoint, executor="host", dtype_policy=policy, batch_size=pixels.shape[0], numerics=numerics)
-            reports[numerics] = pcc_report(pipeline(pixels, capture=True).captures, reference).set_index(["layer", "stage"])["pcc"]
+            with build_pipeline(checkpoint, executor="host", dtype_policy=policy, batch_size=pixels.shape[0], numerics=numerics) as pipeline:
+                captures = pipeline(pixels, capture=True).captures
+            reports[numerics] = compare_with_reference(captures, checkpoint.model, pixels).set_index(["layer", "stage"])["pcc"]
+            del captures, pipeline  # one run's captures and converted weights at a time
         table = pd.DataFrame(reports).reset_index()
         table.insert(0, "policy", policy)
         tables.append(table)
@@ -96,12 +96,12 @@ def plan_variant_pcc(pipeline, plan, pixels: torch.Tensor | None = None) -> pd.D
     """Per-stage PCC against HF fp32 of ``pipeline``'s model (tensix numerics) under its own plan and under
     ``plan`` (e.g. ``with_matmul_compute(pipeline.plan, "qkv", math_fidelity=HiFi2)``)."""
     pixels = random_pixels(pipeline.batch_size) if pixels is None else pixels
-    reference = capture_reference(pipeline.checkpoint.model, pixels)
     eps = pipeline.checkpoint.config.layer_norm_eps
     reports = {}
     for name, variant in (("plan", pipeline.plan), ("variant", plan)):
-        model = TtDeiT(pipeline.parameters, variant, HostExecutor(numerics="tensix"), eps)
-        reports[name] = pcc_report(model(pixels, capture=True).captures, reference).set_index(["layer", "stage"])["pcc"]
+        captures = TtDeiT(pipeline.parameters, variant, HostExecutor(numerics="tensix"), eps)(pixels, capture=True).captures
+        reports[name] = compare_with_reference(captures, pipeline.checkpoint.model, pixels).set_index(["layer", "stage"])["pcc"]
+        del captures
     table = pd.DataFrame(reports).reset_index()
     table["variant - plan"] = table["variant"] - table["plan"]
     return table

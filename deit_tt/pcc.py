@@ -24,22 +24,19 @@ def pcc(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 def pcc_report(captures: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> pd.DataFrame:
     """One row per stage present in both: layer (-1 for embeddings, num_layers for the head), stage, PCC, max-abs error."""
-    rows = []
-    for name, value in captures.items():
-        if name not in reference:
-            continue
-        expected = reference[name]
-        if value.shape != expected.shape:
-            raise ValueError(f"stage {name}: shape {tuple(value.shape)} vs reference {tuple(expected.shape)}")
-        layer, stage = _split_name(name)
-        rows.append(
-            {
-                "layer": layer,
-                "stage": stage,
-                "pcc": pcc(value, expected),
-                "max_abs_error": float((value.float() - expected.float()).abs().max()),
-            }
-        )
+    return pcc_report_from_rows([pcc_row(name, value, reference[name]) for name, value in captures.items() if name in reference])
+
+
+def pcc_row(name: str, value: torch.Tensor, expected: torch.Tensor) -> dict:
+    """The report row of capture ``name``: its layer and stage, PCC and max-abs error against ``expected``."""
+    if value.shape != expected.shape:
+        raise ValueError(f"stage {name}: shape {tuple(value.shape)} vs reference {tuple(expected.shape)}")
+    layer, stage = split_stage_name(name)
+    return {"layer": layer, "stage": stage, "pcc": pcc(value, expected), "max_abs_error": float((value.float() - expected.float()).abs().max())}
+
+
+def pcc_report_from_rows(rows: list[dict]) -> pd.DataFrame:
+    """The report of ``pcc_row`` rows, in forward order, the head's stages numbered after the last layer."""
     report = pd.DataFrame(rows, columns=["layer", "stage", "pcc", "max_abs_error"])
     encoder = report.loc[report["layer"] != _HEAD_LAYER, "layer"]
     report.loc[report["layer"] == _HEAD_LAYER, "layer"] = int(encoder.max()) + 1 if len(encoder) else 0
@@ -49,7 +46,8 @@ def pcc_report(captures: dict[str, torch.Tensor], reference: dict[str, torch.Ten
 _HEAD_LAYER = 10**6  # placeholder for stages after the encoder, replaced by num_layers
 
 
-def _split_name(name: str) -> tuple[int, str]:
+def split_stage_name(name: str) -> tuple[int, str]:
+    """``layers.3.qkv`` -> (3, "qkv"); ``embeddings`` -> (-1, ...); a head stage -> (placeholder layer, name)."""
     if name.startswith("layers."):
         _, index, stage = name.split(".", 2)
         return int(index), stage

@@ -9,7 +9,7 @@ from deit_tt.checkpoint import random_checkpoint
 from deit_tt.model import LAYER_STAGES
 from deit_tt.pcc import pcc, pcc_report
 from deit_tt.pipeline import build_pipeline
-from deit_tt.reference import capture_reference
+from deit_tt.reference import capture_reference, compare_with_reference
 
 CHECKPOINTS = ["tiny_checkpoint", "small_checkpoint", pytest.param("base_checkpoint", marks=pytest.mark.slow)]
 
@@ -26,6 +26,15 @@ def compare(checkpoint, policy: str, batch: int = 8, mask: bool = True, numerics
     output = pipeline(pixels, capture=True)
     reference = capture_reference(checkpoint.model, pixels)
     return output, reference, pcc_report(output.captures, reference)
+
+
+def test_streaming_comparison_gives_the_report_of_a_held_reference(tiny_checkpoint):
+    output, reference, report = compare(tiny_checkpoint, "bf8", batch=2)
+    streamed = compare_with_reference(output.captures, tiny_checkpoint.model, random_pixels(2))
+    assert streamed.equals(report)  # same rows, same order, same values
+    probabilities = capture_reference(tiny_checkpoint.model, random_pixels(2), stages={"attention_probs"})
+    assert list(probabilities) == [f"layers.{i}.attention_probs" for i in range(tiny_checkpoint.config.num_hidden_layers)]
+    assert all(torch.equal(value, reference[name]) for name, value in probabilities.items())
 
 
 def expected_stage_count(checkpoint) -> int:
