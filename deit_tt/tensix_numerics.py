@@ -147,7 +147,8 @@ def blocked_matmul(in0: torch.Tensor, in1: torch.Tensor, config, block_k: int, o
 
     Simplification: within a block the hardware adds each 16-wide face into dest, rounding it when dest is
     Float16_b; here a block's sum is rounded once (per-face rounding would cost K/16 passes over the output).
-    All blocks are multiplied in one batched product; only the running sum is sequential.
+    The operands are truncated once; each block's product is added to the running sum as soon as it is
+    computed, so no more than one block's product is held (cache-sized rather than blocks x the output).
     """
     K = in0.shape[-1]
     blocks = K // block_k
@@ -155,21 +156,20 @@ def blocked_matmul(in0: torch.Tensor, in1: torch.Tensor, config, block_k: int, o
         raise ValueError(f"K ({K}) is not a multiple of the K block ({block_k})")
     if blocks == 1:
         return dest_round(fidelity_matmul(in0, in1, config.math_fidelity), config)
-    if in1.dim() == 2:  # a linear: every row of in0 against one weight; [blocks, rows, block_k] @ [blocks, block_k, N]
-        rows = in0.reshape(-1, K)
-        products = fidelity_matmul(rows.view(-1, blocks, block_k).transpose(0, 1), in1.view(blocks, block_k, -1), config.math_fidelity)
-        products = products.view(blocks, *in0.shape[:-1], in1.shape[-1])
-    else:  # [..., M, K] -> [blocks, ..., M, block_k] and [..., K, N] -> [blocks, ..., block_k, N]
-        in0_blocks = in0.unflatten(-1, (blocks, block_k)).movedim(-2, 0)
-        in1_blocks = in1.unflatten(-2, (blocks, block_k)).movedim(-3, 0)
-        products = fidelity_matmul(in0_blocks, in1_blocks, config.math_fidelity)
-    if config.fp32_dest_acc_en:  # float32 in dest and in the partials: nothing is rounded
-        return products.sum(dim=0)
-    in_dest = products.to(torch.bfloat16)  # each block's sum in a Float16_b dest
-    total = in_dest[0]
-    for index in range(1, blocks):
+    pairs = [(a.float(), b.float()) for a, b in fidelity_operands(in1, in0, config.math_fidelity)]
+    total = None
+    for index in range(blocks):
+        k = slice(index * block_k, (index + 1) * block_k)
+        product = _sum(b[..., k] @ a[..., k, :] for a, b in pairs)
+        if config.fp32_dest_acc_en:  # float32 in dest and in the partials: nothing is rounded
+            total = product if total is None else total.add_(product)
+            continue
+        in_dest = product.to(torch.bfloat16)  # the block's sum in a Float16_b dest
+        if total is None:
+            total = in_dest
+            continue
         kept = total if config.packer_l1_acc else partials_round(total.float(), config, output_dtype).to(torch.bfloat16)
-        total = kept + in_dest[index]  # a bfloat16 add rounds the sum to nearest, as the Float16_b dest / L1 does
+        total = kept + in_dest  # a bfloat16 add rounds the sum to nearest, as the Float16_b dest / L1 does
     return total.float()
 
 
