@@ -154,7 +154,8 @@ class ClassifierWidget(widgets.VBox):
         self.table.value = self._table_html(classification)
         self.maps_view.value = result.figure_png
         self.maps_note.value = (
-            "<b>Where the tokens attend</b> (bright = more attention; each map scaled to its own range)"
+            "<b>Where the tokens attend</b> (dark = 0, brightest = the largest value printed under the title; "
+            "the two tokens' maps of one kind share that scale)"
             + (" &mdash; <i>random weights: the maps are noise</i>" if getattr(self.pipeline.checkpoint, "is_random", False) else "")
         )
         return result
@@ -171,9 +172,11 @@ class ClassifierWidget(widgets.VBox):
         view = attention.model_view(result.image)
         tiles = []
         for method, caption in (("last", f"last layer ({num_layers - 1}), head mean"), ("rollout", "rollout, all layers")):
+            scale = attention.map_scale(*(result.maps[f"{token}/{method}"] for token in tokens))
             for token in tokens:
                 title = attention.TOKEN_TITLES[attention.token_index(token)]
-                tiles.append((f"{title}", caption, attention.overlay(view, result.maps[f"{token}/{method}"], crop=False)))
+                tile = attention.overlay(view, result.maps[f"{token}/{method}"], crop=False, scale=scale)
+                tiles.append((title, f"{caption}, 0 to {scale[1]:.3g}", tile))
         gap, header = 8, 40
         size = attention.CROP_SIZE
         canvas = Image.new("RGB", (len(tiles) * (size + gap) - gap, size + header), "white")
