@@ -42,6 +42,8 @@ NUM_PREFIX_TOKENS = 2
 TOKENS = {"cls": CLS_INDEX, "distillation": DISTILLATION_INDEX, "dist": DISTILLATION_INDEX}
 TOKEN_TITLES = {CLS_INDEX: "CLS token", DISTILLATION_INDEX: "distillation token"}
 HEAD_FUSIONS = ("mean", "min", "max")
+# The captured stages this module reads: probabilities for maps and rollout, hidden states for token similarity.
+STAGES_FOR_MAPS = frozenset({"attention_probs", "embeddings", "output", "final_ln"})
 # DeiT paper (Touvron et al. 2021, Sec. 4): cosine of the learned CLS and distillation tokens, and of the
 # two tokens' embeddings at the last layer, for DeiT-B distilled.
 PAPER_TOKEN_COSINE = {"learned tokens": 0.06, "last layer": 0.93}

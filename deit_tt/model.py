@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import torch
@@ -89,12 +90,14 @@ class TtDeiT:
             else None
         )
 
-    def __call__(self, pixel_values: torch.Tensor, capture: bool = False) -> DeiTOutput:
+    def __call__(self, pixel_values: torch.Tensor, capture: bool | Collection[str] = False) -> DeiTOutput:
+        """``capture``: True records every stage; a collection of stage names (``{"attention_probs", "output"}``)
+        only those, and the logits."""
         expected = (self.images_per_forward, 3, self.dims.image_size, self.dims.image_size)
         if pixel_values.shape != expected:
             raise ValueError(f"expected pixel_values of shape {expected}, got {tuple(pixel_values.shape)}")
         captures: dict[str, torch.Tensor] = {}
-        record = self._recorder(captures) if capture else None
+        record = self._recorder(captures, None if capture is True else frozenset(capture)) if capture else None
         head_logits = self.forward(self.pixel_input(pixel_values), record)
         output = self.logits({name: self.executor.to_torch(t) for name, t in head_logits.items()}, captures, record)
         for tensor in head_logits.values():
@@ -310,10 +313,12 @@ class TtDeiT:
 
     # -- capture ----------------------------------------------------------------------------------
 
-    def _recorder(self, captures: dict):
+    def _recorder(self, captures: dict, stages: frozenset[str] | None):
         tokens = self.dims.tokens
 
         def record(name: str, tensor):
+            if stages is not None and name.rpartition(".")[2] not in stages:
+                return
             value = self.executor.to_torch(tensor)
             if name.endswith("attention_probs"):  # [B, heads, 224, 224]
                 value = value[:, :, :tokens, :tokens]

@@ -12,6 +12,7 @@ import ttnn
 
 from deit_tt import tensix_numerics as tn
 from deit_tt.executor import HostExecutor
+from deit_tt.host_memory import release_freed_memory
 from deit_tt.model import TtDeiT
 from deit_tt.pipeline import build_pipeline
 from deit_tt.reference import compare_with_reference
@@ -35,6 +36,7 @@ def numerics_ladder(checkpoint, policies=("bf16", "bf8", "bf4"), pixels: torch.T
                 captures = pipeline(pixels, capture=True).captures
             reports[numerics] = compare_with_reference(captures, checkpoint.model, pixels).set_index(["layer", "stage"])["pcc"]
             del captures, pipeline  # one run's captures and converted weights at a time
+            release_freed_memory()
         table = pd.DataFrame(reports).reset_index()
         table.insert(0, "policy", policy)
         tables.append(table)
@@ -102,6 +104,7 @@ def plan_variant_pcc(pipeline, plan, pixels: torch.Tensor | None = None) -> pd.D
         captures = TtDeiT(pipeline.parameters, variant, HostExecutor(numerics="tensix"), eps)(pixels, capture=True).captures
         reports[name] = compare_with_reference(captures, pipeline.checkpoint.model, pixels).set_index(["layer", "stage"])["pcc"]
         del captures
+        release_freed_memory()
     table = pd.DataFrame(reports).reset_index()
     table["variant - plan"] = table["variant"] - table["plan"]
     return table

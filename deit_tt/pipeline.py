@@ -4,6 +4,7 @@ sharding plan and model. ``build_pipeline()`` is what the CLI, the widget and th
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 
 import torch
 import ttnn
@@ -72,7 +73,8 @@ class DeiTPipeline:
         runner.capture()
         return runner
 
-    def __call__(self, pixel_values: torch.Tensor, capture: bool = False) -> DeiTOutput:
+    def __call__(self, pixel_values: torch.Tensor, capture: bool | Collection[str] = False) -> DeiTOutput:
+        """Logits (and with ``capture``, intermediates: see ``TtDeiT.__call__``) of any number of images."""
         if pixel_values.dim() != 4 or pixel_values.shape[0] == 0:
             raise ValueError(f"expected pixel_values [B, 3, H, W] with B >= 1, got {tuple(pixel_values.shape)}")
         chunks = pixel_values.split(self.images_per_forward)
@@ -93,7 +95,7 @@ class DeiTPipeline:
             pixel_values = torch.cat([pixel_values, padding])
         return pixel_values.float()
 
-    def _run_batch(self, pixel_values: torch.Tensor, capture: bool) -> DeiTOutput:
+    def _run_batch(self, pixel_values: torch.Tensor, capture: bool | Collection[str]) -> DeiTOutput:
         output = self.model(self._padded(pixel_values), capture=capture)
         if not self.runtime.computes_values:  # the mock device's outputs are garbage: make them unusable
             output = _combine([output], lambda tensors: torch.full_like(tensors[0], float("nan")))

@@ -37,6 +37,16 @@ def test_streaming_comparison_gives_the_report_of_a_held_reference(tiny_checkpoi
     assert all(torch.equal(value, reference[name]) for name, value in probabilities.items())
 
 
+def test_capture_can_keep_only_chosen_stages(tiny_checkpoint):
+    pipeline = build_pipeline(tiny_checkpoint, executor="host", dtype_policy="bf8", batch_size=2)
+    pixels = random_pixels(2)
+    everything = pipeline(pixels, capture=True).captures
+    chosen = pipeline(pixels, capture={"attention_probs", "embeddings"}).captures
+    layers = tiny_checkpoint.config.num_hidden_layers
+    assert set(chosen) == {"embeddings", *(f"layers.{i}.attention_probs" for i in range(layers)), "cls_logits", "distillation_logits", "logits"}
+    assert all(torch.equal(value, everything[name]) for name, value in chosen.items())
+
+
 def expected_stage_count(checkpoint) -> int:
     layers = checkpoint.config.num_hidden_layers
     return 1 + layers * len(LAYER_STAGES) + 1 + 3  # embeddings, layers, final LN, cls/distillation/averaged logits
