@@ -1,4 +1,5 @@
-"""Loading a DeiT checkpoint: a Hugging Face hub id, a ``save_pretrained`` directory, or ``random:<size>``.
+"""Loading a DeiT checkpoint: a Hugging Face hub id, a ``save_pretrained`` directory, ``random:<size>``, or a
+checkpoint built into the package (``shapes:tiny``, ``deit_tt.builtin_models``).
 
 ``random:tiny|small|base`` builds the real architecture (12 layers, 1000 ImageNet labels, both heads)
 with seeded random weights, so everything can run where the hub cannot be reached. Predictions from
@@ -19,6 +20,7 @@ import pandas as pd
 import torch
 from transformers import DeiTConfig, DeiTForImageClassification, DeiTForImageClassificationWithTeacher
 
+from deit_tt.builtin_models import BUILT_IN_DESCRIPTIONS, BUILT_IN_MODELS, BUILT_IN_PREFIXES, built_in_folder
 from deit_tt.errors import UserFacingError
 from deit_tt.hub import hub_unreachable, resolve_model_name, unloadable_reason, unreachable_message
 from deit_tt.labels import imagenet_class_names
@@ -54,7 +56,10 @@ class Checkpoint:
         return self.name.rstrip("/").split("/")[-1]
 
     def describe(self) -> str:
-        kind = "RANDOM-INITIALISED weights (predictions and maps are meaningless)" if self.is_random else "trained weights"
+        if self.is_random:
+            kind = "RANDOM-INITIALISED weights (predictions and maps are meaningless)"
+        else:
+            kind = BUILT_IN_DESCRIPTIONS.get(self.name, "trained weights")
         return f"model: {self.name} | {kind}"
 
 
@@ -67,6 +72,11 @@ def load_checkpoint(model: str | None = None) -> Checkpoint:
     name = resolve_model_name(model)
     if name.startswith("random:"):
         return random_checkpoint(name.removeprefix("random:"))
+    built_in = built_in_folder(name)
+    if built_in is not None:
+        return _load_pretrained(str(built_in), name, identity=_directory_fingerprint(built_in))
+    if name.startswith(BUILT_IN_PREFIXES):
+        raise CheckpointError(f"unknown built-in model {name!r}; use one of {', '.join(BUILT_IN_MODELS)}")
     path = Path(name).expanduser()
     if path.is_dir():
         return _load_pretrained(str(path), name, identity=_directory_fingerprint(path))
@@ -83,7 +93,7 @@ def save_offline_copy(model: str, directory: str | Path) -> Path:
     image processor, so that ``--model DIR`` / ``DEIT_TT_MODEL=DIR`` later runs without the hub. Returns the folder."""
     from transformers import AutoImageProcessor
 
-    if model.startswith("random:") or Path(model).expanduser().is_dir():
+    if model.startswith(("random:", *BUILT_IN_PREFIXES)) or Path(model).expanduser().is_dir():
         raise CheckpointError(f"{model!r} is not a hub id; only a hub checkpoint needs an offline copy")
     problem = unloadable_reason(model)
     if problem:

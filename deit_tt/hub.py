@@ -15,6 +15,8 @@ import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from deit_tt.builtin_models import BUILT_IN_PREFIXES
+
 DEFAULT_MODEL = "facebook/deit-base-distilled-patch16-224"
 MODEL_ENV = "DEIT_TT_MODEL"
 PROBE_TIMEOUT = 1.0  # seconds for the TCP connection to the hub
@@ -27,9 +29,10 @@ def resolve_model_name(model: str | None = None) -> str:
 
 
 def is_hub_id(name: str) -> bool:
-    """True for a hub repository id: not ``random:<size>``, not an existing folder, nothing that looks like a path."""
+    """True for a hub repository id: not ``random:<size>`` or a built-in name, not an existing folder, nothing
+    that looks like a path."""
     path = Path(name).expanduser()
-    return not (name.startswith(("random:", ".", "/", "~")) or path.suffix or path.is_dir())
+    return not (name.startswith(("random:", *BUILT_IN_PREFIXES, ".", "/", "~")) or path.suffix or path.is_dir())
 
 
 @functools.cache

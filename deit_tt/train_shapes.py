@@ -2,9 +2,9 @@
 
     python -m deit_tt.train_shapes --out DIR
 
-writes the student as a float16 ``save_pretrained`` folder (it loads as float32), the teacher beside it
-(``teacher.safetensors``) and ``training.json``: the settings, per-epoch history, wall times and the
-test accuracies of the teacher and of the three heads in float32.
+writes the student as a float16 ``save_pretrained`` folder (it loads as float32) with its image processor,
+the teacher beside it (``teacher.safetensors``) and ``training.json``: the settings, per-epoch history,
+wall times and the test accuracies of the teacher and of the three heads in float32.
 """
 
 from __future__ import annotations
@@ -16,26 +16,26 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
+from transformers import DeiTImageProcessor
 
+from deit_tt.builtin_models import TEACHER_FILE, TRAINING_RECORD
 from deit_tt.distillation import TrainSettings, agreement, head_predictions, scene_pixels, teacher_predictions, train_student, train_teacher
+from deit_tt.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from deit_tt.teacher import save_teacher
-
-TRAINING_RECORD = "training.json"
-TEACHER_FILE = "teacher.safetensors"
 
 
 def run(settings: TrainSettings, out: Path | None, test_images: int, log=print) -> dict:
     """Generate data, train both models, measure on the test split; save into ``out`` unless it is None."""
     started = time.perf_counter()
-    pixels, labels = scene_pixels(settings.train_images, "train", settings.seed)
-    val_pixels, val_labels = scene_pixels(settings.val_images, "val", settings.seed)
-    test_pixels, test_labels = scene_pixels(test_images, "test", settings.seed)
+    data = scene_pixels(settings.train_images, "train", settings.seed)
+    val = scene_pixels(settings.val_images, "val", settings.seed)
+    test_set = scene_pixels(test_images, "test", settings.seed)
     generated = time.perf_counter()
-    teacher, teacher_history = train_teacher(pixels, labels, val_pixels, val_labels, settings, log)
+    teacher, teacher_history = train_teacher(data, val, settings, log)
     taught = time.perf_counter()
-    student, student_history = train_student(teacher, pixels, labels, val_pixels, val_labels, settings, log)
+    student, student_history = train_student(teacher, data, val, settings, log)
     trained = time.perf_counter()
-    test = agreement(head_predictions(student, test_pixels), test_labels, teacher_predictions(teacher, test_pixels))
+    test = agreement(head_predictions(student, test_set.pixels), test_set.labels, teacher_predictions(teacher, test_set.pixels))
     record = {
         "what": "DeiT-tiny (12 layers, hidden 192, 3 heads) distilled from a small CNN, trained on generated scenes (deit_tt.scenes), not ImageNet",
         "settings": asdict(settings),
@@ -56,6 +56,7 @@ def run(settings: TrainSettings, out: Path | None, test_images: int, log=print) 
         out.mkdir(parents=True, exist_ok=True)
         student.half().save_pretrained(out)
         student.float()
+        DeiTImageProcessor(image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD).save_pretrained(out)  # resize 256, crop 224
         save_teacher(teacher, out / TEACHER_FILE)
         (out / TRAINING_RECORD).write_text(json.dumps(record, indent=1) + "\n")
     return {"record": record, "student": student, "teacher": teacher}

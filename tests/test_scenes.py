@@ -13,11 +13,14 @@ import pytest
 import torch
 
 from deit_tt.checkpoint import load_checkpoint
-from deit_tt.distillation import TrainSettings, warmup_cosine
+from transformers import DeiTForImageClassificationWithTeacher
+
+from deit_tt.distillation import TrainSettings, crop_offsets, crop_positions, scene_pixels, student_config, warmup_cosine
 from deit_tt.labels import head_class_names
 from deit_tt.scenes import SCENE_CLASSES, SCENE_SIZE, render_scene, write_splits
 from deit_tt.teacher import load_teacher
-from deit_tt.train_shapes import TEACHER_FILE, TRAINING_RECORD, run
+from deit_tt.builtin_models import TEACHER_FILE, TRAINING_RECORD
+from deit_tt.train_shapes import run
 
 
 def test_scenes_are_deterministic_balanced_and_keep_the_object_in_the_crop(tmp_path):
@@ -44,11 +47,39 @@ def test_learning_rate_warms_up_linearly_then_decays_by_cosine():
     assert warmup_cosine(1.0, 0.1) == pytest.approx(0.01)
 
 
+def test_a_crop_gets_the_position_embeddings_of_the_patches_it_was_cut_from():
+    torch.manual_seed(0)
+    student = DeiTForImageClassificationWithTeacher(student_config(layers=1)).eval()
+    pixels = torch.randn(2, 3, SCENE_SIZE, SCENE_SIZE)
+    whole = student.deit.embeddings(pixels)
+    offsets = torch.tensor([[3, 5], [0, 7]])  # (row, column) in patches
+    crops = torch.stack([pixels[0, :, 48:160, 80:192], pixels[1, :, 0:112, 112:224]])
+    seen = {}
+    hook = student.deit.embeddings.register_forward_hook(lambda module, args, output: seen.setdefault("tokens", output))
+    with crop_positions(student, offsets):
+        student(pixel_values=crops, interpolate_pos_encoding=True)
+    hook.remove()
+    tokens, grid = seen["tokens"], whole[:, 2:].reshape(2, 14, 14, -1)
+    assert tokens.shape == (2, 2 + 49, 192)
+    assert torch.allclose(tokens[:, :2], whole[:, :2])  # CLS and distillation tokens as in a whole image
+    assert torch.allclose(tokens[0, 2:], grid[0, 3:10, 5:12].reshape(49, -1), atol=1e-5)
+    assert torch.allclose(tokens[1, 2:], grid[1, 0:7, 7:14].reshape(49, -1), atol=1e-5)
+
+
+def test_training_crops_hold_the_object_centre_inside_the_image():
+    scenes = scene_pixels(40, "train")
+    offsets = crop_offsets(scenes.boxes, 7, 14, torch.Generator().manual_seed(0))
+    centres = (scenes.boxes[:, [1, 0]] + scenes.boxes[:, [3, 2]]) / 2 / 16  # (row, column) in patches
+    assert offsets.min() >= 0 and offsets.max() <= 7
+    assert bool(((centres >= offsets + 1) & (centres <= offsets + 6)).all())  # at least a patch from the crop's edge
+
+
 def test_a_short_training_run_saves_a_distilled_checkpoint_with_the_scene_labels(tmp_path):
-    settings = TrainSettings(train_images=16, val_images=8, teacher_epochs=1, student_epochs=1, batch_size=8, layers=1)
+    settings = TrainSettings(train_images=16, val_images=8, teacher_epochs=1, student_epochs=2, batch_size=8, layers=1, crop_fraction=0.5)
     record = run(settings, tmp_path, test_images=8, log=lambda line: None)["record"]
     assert set(record["test_float32"]) >= {"teacher_acc", "cls_acc", "distillation_acc", "average_acc", "distillation_vs_teacher"}
     assert json.loads((tmp_path / TRAINING_RECORD).read_text())["settings"]["layers"] == 1
+    assert [epoch["cropped"] for epoch in record["student_history"]] == [16, 0]  # crops first, then whole images
     checkpoint = load_checkpoint(str(tmp_path))
     assert checkpoint.distilled and head_class_names(checkpoint.config) == list(SCENE_CLASSES)
     assert all(parameter.dtype == torch.float32 for parameter in checkpoint.model.parameters())

@@ -12,7 +12,7 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=None,
-        help="Hugging Face id, save_pretrained directory, or random:tiny|small|base "
+        help="Hugging Face id, save_pretrained directory, random:tiny|small|base, or shapes:tiny (trained here on generated scenes) "
         "(default: $DEIT_TT_MODEL, then facebook/deit-base-distilled-patch16-224)",
     )
 
