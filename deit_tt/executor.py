@@ -109,7 +109,7 @@ class HostExecutor:
 
     Like the device, an op without a ``dtype`` argument produces its first input's dtype, so each
     host tensor remembers the ttnn dtype it is stored in. ``float32_products`` (default: when torch
-    has no native bfloat16 GEMM) evaluates the golden functions under ``Float32Products``. ``numerics``:
+    has no native bfloat16 GEMM) evaluates the golden functions and the tensix ops under ``Float32Products``. ``numerics``:
     "ideal" or "tensix" (default: $DEIT_TT_NUMERICS, then tensix).
     """
 
@@ -134,13 +134,18 @@ class HostExecutor:
         elif self.numerics == "tensix" and op in TENSIX_OPS:
             if kwargs.get("compute_kernel_config") is None:
                 raise ValueError(f"tensix numerics model {op.__name__} from its compute_kernel_config: pass one (the plan has them)")
-            output = TENSIX_OPS[op](*args, dtype=dtype, **kwargs)
+            with self._products():
+                output = TENSIX_OPS[op](*args, dtype=dtype, **kwargs)
         else:
-            with Float32Products() if self.float32_products else contextlib.nullcontext():
+            with self._products():
                 output = ttnn.get_golden_function(op)(*args, **kwargs)
         if isinstance(output, tuple):
             return tuple(_store(t, dtype) for t in output)
         return _store(output, dtype)
+
+    def _products(self):
+        """Where bfloat16 matrix products run: oneDNN's native kernel, or ``Float32Products``."""
+        return Float32Products() if self.float32_products else contextlib.nullcontext()
 
     def from_torch(self, tensor: torch.Tensor, *, dtype, layout, memory_config=None, batch_sharded: bool = False):
         return _store(tensor, dtype)

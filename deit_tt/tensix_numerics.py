@@ -42,14 +42,24 @@ def resolve_numerics(numerics: str | None = None) -> str:
 
 
 def round_bf16(x: torch.Tensor) -> torch.Tensor:
-    """float32 -> bfloat16 (round to nearest even) -> float32: a value held in a 16-bit dest or CB."""
-    return x.to(torch.bfloat16).float()
+    """``x`` rounded to bfloat16 (nearest even): a value held in a 16-bit dest or CB.
+
+    It stays a bfloat16 tensor: torch evaluates an elementwise op on bfloat16 tensors in float32 and rounds
+    the result to bfloat16 once, which is ``round_bf16`` of the float32 op, at half the memory traffic.
+    """
+    return x.to(torch.bfloat16)
 
 
 def dest_round(x: torch.Tensor, config) -> torch.Tensor:
     """The destination register's storage: float32 with ``fp32_dest_acc_en``, else Float16_b
     (tech_reports/matrix_engine/matrix_engine.md, "Fp32 Dest Acc")."""
-    return x if config.fp32_dest_acc_en else round_bf16(x)
+    return x.float() if config.fp32_dest_acc_en else round_bf16(x)
+
+
+def in_dest(x: torch.Tensor, config) -> torch.Tensor:
+    """``x`` loaded into dest: float32 with ``fp32_dest_acc_en`` (arithmetic on it stays float32), else as
+    it is (a bfloat16 input's arithmetic rounds to bfloat16, as ``dest_round`` would)."""
+    return x.float() if config.fp32_dest_acc_en else x
 
 
 # -- matrix engine: math fidelity -------------------------------------------------------------------
@@ -154,14 +164,14 @@ def blocked_matmul(in0: torch.Tensor, in1: torch.Tensor, config, block_k: int, o
     blocks = K // block_k
     if blocks * block_k != K:
         raise ValueError(f"K ({K}) is not a multiple of the K block ({block_k})")
-    if blocks == 1:
-        return dest_round(fidelity_matmul(in0, in1, config.math_fidelity), config)
-    pairs = [(a.float(), b.float()) for a, b in fidelity_operands(in1, in0, config.math_fidelity)]
+    pairs = fidelity_operands(in1, in0, config.math_fidelity)
+    bfloat16_dest = not config.fp32_dest_acc_en
+    if not (bfloat16_dest and all(a.dtype == b.dtype == torch.bfloat16 for a, b in pairs)):
+        pairs = [(a.float(), b.float()) for a, b in pairs]
     total = None
     for index in range(blocks):
-        k = slice(index * block_k, (index + 1) * block_k)
-        product = _sum(b[..., k] @ a[..., k, :] for a, b in pairs)
-        if config.fp32_dest_acc_en:  # float32 in dest and in the partials: nothing is rounded
+        product = _block_product(pairs, slice(index * block_k, (index + 1) * block_k))
+        if not bfloat16_dest:  # float32 in dest and in the partials: nothing is rounded
             total = product if total is None else total.add_(product)
             continue
         in_dest = product.to(torch.bfloat16)  # the block's sum in a Float16_b dest
@@ -171,6 +181,20 @@ def blocked_matmul(in0: torch.Tensor, in1: torch.Tensor, config, block_k: int, o
         kept = total if config.packer_l1_acc else partials_round(total.float(), config, output_dtype).to(torch.bfloat16)
         total = kept + in_dest  # a bfloat16 add rounds the sum to nearest, as the Float16_b dest / L1 does
     return total.float()
+
+
+def _block_product(pairs, k: slice) -> torch.Tensor:
+    """One K block's sum of the fidelity phases' products.
+
+    bfloat16 operands (every fidelity's parts of bfloat16 / bfloat8_b / bfloat4_b values are exact in bfloat16)
+    go through one bfloat16 GEMM, the phases side by side along K: it accumulates in float32 and rounds the
+    block's sum to bfloat16 once, as a Float16_b dest holds it (up to summation order; on a CPU without a
+    native bfloat16 GEMM the host executor's ``Float32Products`` computes it in float32). Float32 operands
+    are multiplied in float32 and the block's sum stays float32.
+    """
+    if len(pairs) == 1 or pairs[0][0].dtype != torch.bfloat16:
+        return _sum(b[..., k] @ a[..., k, :] for a, b in pairs)
+    return torch.cat([b[..., k] for _, b in pairs], dim=-1) @ torch.cat([a[..., k, :] for a, _ in pairs], dim=-2)
 
 
 # -- SFPU: GELU and exp -----------------------------------------------------------------------------
@@ -251,12 +275,11 @@ def reduce_sum(x: torch.Tensor, scaler: float, config, keepdim: bool = True) -> 
     """A row reduce-sum on the matrix engine, input in SrcA times a scaler tile in SrcB (bf16): each 32-wide
     tile's sum lands in dest, tiles accumulate in dest (``dest_round`` after each)."""
     scaler = torch.tensor(scaler).to(torch.bfloat16)
-    products = fidelity_multiply(x, scaler, config.math_fidelity)
-    total = None
-    for tile in products.split(TILE, dim=-1):
-        part = tile.sum(dim=-1, keepdim=keepdim)
-        total = dest_round(part, config) if total is None else dest_round(total + part, config)
-    return total
+    tile_sums = fidelity_multiply(x, scaler, config.math_fidelity).unflatten(-1, (-1, TILE)).sum(dim=-1)
+    total = dest_round(tile_sums[..., 0], config)
+    for tile in range(1, tile_sums.shape[-1]):
+        total = dest_round(total + tile_sums[..., tile], config)
+    return total.unsqueeze(-1) if keepdim else total
 
 
 def softmax(input_tensor, scale=None, mask=None, *, compute_kernel_config, **_):
@@ -268,11 +291,11 @@ def softmax(input_tensor, scale=None, mask=None, *, compute_kernel_config, **_):
     reciprocal (L151-160), then exps x 1/sum. The reciprocal is modelled exact, then rounded.
     """
     config = compute_kernel_config
-    x = input_tensor.float()
+    x = in_dest(input_tensor, config)
     if scale is not None:
         x = dest_round(x * scale, config)
     if mask is not None:
-        x = dest_round(x + mask.float(), config)
+        x = dest_round(x + mask, config)
     shifted = dest_round(x - x.amax(dim=-1, keepdim=True), config)
     exps = dest_round(fast_exp(shifted) if config.math_approx_mode else torch.exp(shifted), config)
     recip = dest_round(1.0 / reduce_sum(exps, 1.0, config), config)

@@ -74,6 +74,25 @@ def test_k_blocked_bf16_accumulation_of_a_known_sum():
     assert tn.blocked_matmul(in0, in1, config(FIDELITY.HiFi4, fp32=True), 32, ttnn.bfloat16).item() == 257.5
 
 
+@pytest.mark.parametrize("fidelity", [FIDELITY.LoFi, FIDELITY.HiFi2, FIDELITY.HiFi3, FIDELITY.HiFi4])
+def test_bfloat16_block_products_agree_with_float32_ones(fidelity):
+    # bfloat16 operands take one bfloat16 GEMM per K block (HiFi3's two phases side by side along K); the same
+    # values as float32 tensors take the float32 products, each block's sum rounded to bfloat16 by hand. The two
+    # may differ only where float32 summation order moves a sum across a rounding boundary: one bfloat16 step.
+    generator = torch.Generator().manual_seed(0)
+    in0 = torch.randn(64, 256, generator=generator).bfloat16()
+    in1 = (0.05 * torch.randn(256, 96, generator=generator)).bfloat16()
+    fast = tn.blocked_matmul(in0, in1, config(fidelity), 64, ttnn.bfloat16)
+    exact = tn.blocked_matmul(in0.float(), in1.float(), config(fidelity), 64, ttnn.bfloat16)
+    differ = fast != exact
+    assert differ.float().mean() < 0.01
+    steps = (fast[differ].bfloat16().view(torch.int16).int() - exact[differ].bfloat16().view(torch.int16).int()).abs()
+    assert bool((steps == 1).all())
+    # a dropped phase would move far more than that: HiFi4 against LoFi differs almost everywhere
+    if fidelity != FIDELITY.LoFi:
+        assert (fast != tn.blocked_matmul(in0, in1, config(FIDELITY.LoFi), 64, ttnn.bfloat16)).float().mean() > 0.5
+
+
 def test_fast_exp_at_chosen_points():
     # ckernel_sfpu_exp.h exp_init: i = round(369.3299 x + 32500.818), clamped at x >= -88.5, bits = i << 15.
     # x = 0: i = 32501 = 0x7EF5 -> exponent 0x7E (2^-1), mantissa 0xF5/256 -> 0.5 * (1 + 245/256)
