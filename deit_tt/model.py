@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import torch
@@ -28,6 +28,9 @@ from deit_tt.conversion import DeiTParameters, deinterleave_qkv, fold_pixels
 from deit_tt.sharding import ShardingPlan, attention_mask
 
 LAYER_STAGES = ("ln1", "qkv", "attention_probs", "context", "attention_residual", "ln2", "ff1", "output")
+
+# Receives a stage as it is computed: (name, host tensor), as the captures would hold it.
+Consumer = Callable[[str, torch.Tensor], None]
 
 
 @dataclass
@@ -90,19 +93,23 @@ class TtDeiT:
             else None
         )
 
-    def __call__(self, pixel_values: torch.Tensor, capture: bool | Collection[str] = False) -> DeiTOutput:
+    def __call__(self, pixel_values: torch.Tensor, capture: bool | Collection[str] | Consumer = False) -> DeiTOutput:
         """``capture``: True records every stage; a collection of stage names (``{"attention_probs", "output"}``)
-        only those, and the logits."""
+        only those, and the logits; a callable is handed every stage as ``capture(name, tensor)`` and nothing is
+        kept (``deit_tt.reference.compare_in_lockstep``)."""
         expected = (self.images_per_forward, 3, self.dims.image_size, self.dims.image_size)
         if pixel_values.shape != expected:
             raise ValueError(f"expected pixel_values of shape {expected}, got {tuple(pixel_values.shape)}")
         captures: dict[str, torch.Tensor] = {}
-        record = self._recorder(captures, None if capture is True else frozenset(capture)) if capture else None
+        keep = record = None
+        if capture:
+            keep = capture if callable(capture) else captures.__setitem__
+            record = self._recorder(keep, None if capture is True or callable(capture) else frozenset(capture))
         head_logits = self.forward(self.pixel_input(pixel_values), record)
-        output = self.logits({name: self.executor.to_torch(t) for name, t in head_logits.items()}, captures, record)
+        output = self.logits({name: self.executor.to_torch(t) for name, t in head_logits.items()}, keep)
         for tensor in head_logits.values():
             self.executor.deallocate(tensor)
-        return output
+        return dataclasses.replace(output, captures=captures)
 
     def pixel_input(self, pixel_values: torch.Tensor):
         """The pixels as the fold reads them: height-sharded in L1 (on a mesh, each chip gets its own images)."""
@@ -289,8 +296,9 @@ class TtDeiT:
         self.executor.deallocate(normed)
         return head_logits
 
-    def logits(self, head_logits: dict[str, torch.Tensor], captures: dict, record) -> DeiTOutput:
-        """The output from each head's padded logits read back to the host: its token, the real classes."""
+    def logits(self, head_logits: dict[str, torch.Tensor], keep: Consumer | None = None) -> DeiTOutput:
+        """The output from each head's padded logits read back to the host: its token, the real classes
+        (and, given ``keep``, each kind of logits handed to it as a stage)."""
         logits_per_head = {name: value[:, _HEAD_TOKENS[name], : self.num_labels] for name, value in head_logits.items()}
         if "classifier" in logits_per_head:  # plain DeiTForImageClassification: one head on the CLS token
             cls_logits, distillation_logits = logits_per_head["classifier"], None
@@ -299,12 +307,12 @@ class TtDeiT:
             cls_logits = logits_per_head["cls_classifier"]
             distillation_logits = logits_per_head["distillation_classifier"]
             logits = (cls_logits + distillation_logits) / 2
-        if record:
-            captures["cls_logits"] = cls_logits
+        if keep:
+            keep("cls_logits", cls_logits)
             if distillation_logits is not None:
-                captures["distillation_logits"] = distillation_logits
-            captures["logits"] = logits
-        return DeiTOutput(logits, cls_logits, distillation_logits, captures)
+                keep("distillation_logits", distillation_logits)
+            keep("logits", logits)
+        return DeiTOutput(logits, cls_logits, distillation_logits)
 
     def release(self) -> None:
         """Deallocate every tensor the model placed (on a device: its DRAM and L1 buffers). The model is unusable after."""
@@ -313,7 +321,7 @@ class TtDeiT:
 
     # -- capture ----------------------------------------------------------------------------------
 
-    def _recorder(self, captures: dict, stages: frozenset[str] | None):
+    def _recorder(self, keep: Consumer, stages: frozenset[str] | None):
         tokens = self.dims.tokens
 
         def record(name: str, tensor):
@@ -326,7 +334,7 @@ class TtDeiT:
                 value = value.reshape(self.images_per_forward, self.dims.padded_tokens, -1)[:, :tokens]
                 if name.endswith(".qkv"):  # compare in Hugging Face's [Q | K | V] order
                     value = deinterleave_qkv(value, self.dims.heads)
-            captures[name] = _compact(value)
+            keep(name, _compact(value))
 
         return record
 

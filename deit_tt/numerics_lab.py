@@ -15,7 +15,7 @@ from deit_tt.executor import HostExecutor
 from deit_tt.host_memory import release_freed_memory
 from deit_tt.model import TtDeiT
 from deit_tt.pipeline import build_pipeline
-from deit_tt.reference import compare_with_reference
+from deit_tt.reference import compare_in_lockstep
 
 FIDELITIES = (ttnn.MathFidelity.LoFi, ttnn.MathFidelity.HiFi2, ttnn.MathFidelity.HiFi3, ttnn.MathFidelity.HiFi4)
 
@@ -33,9 +33,9 @@ def numerics_ladder(checkpoint, policies=("bf16", "bf8", "bf4"), pixels: torch.T
         reports = {}
         for numerics in tn.NUMERICS:
             with build_pipeline(checkpoint, executor="host", dtype_policy=policy, batch_size=pixels.shape[0], numerics=numerics) as pipeline:
-                captures = pipeline(pixels, capture=True).captures
-            reports[numerics] = compare_with_reference(captures, checkpoint.model, pixels).set_index(["layer", "stage"])["pcc"]
-            del captures, pipeline  # one run's captures and converted weights at a time
+                report, _ = compare_in_lockstep(lambda record: pipeline(pixels, capture=record), checkpoint.model, pixels)
+            reports[numerics] = report.set_index(["layer", "stage"])["pcc"]
+            del pipeline  # one policy's converted weights at a time
             release_freed_memory()
         table = pd.DataFrame(reports).reset_index()
         table.insert(0, "policy", policy)
@@ -101,10 +101,9 @@ def plan_variant_pcc(pipeline, plan, pixels: torch.Tensor | None = None) -> pd.D
     eps = pipeline.checkpoint.config.layer_norm_eps
     reports = {}
     for name, variant in (("plan", pipeline.plan), ("variant", plan)):
-        captures = TtDeiT(pipeline.parameters, variant, HostExecutor(numerics="tensix"), eps)(pixels, capture=True).captures
-        reports[name] = compare_with_reference(captures, pipeline.checkpoint.model, pixels).set_index(["layer", "stage"])["pcc"]
-        del captures
-        release_freed_memory()
+        model = TtDeiT(pipeline.parameters, variant, HostExecutor(numerics="tensix"), eps)
+        report, _ = compare_in_lockstep(lambda record: model(pixels, capture=record), pipeline.checkpoint.model, pixels)
+        reports[name] = report.set_index(["layer", "stage"])["pcc"]
     table = pd.DataFrame(reports).reset_index()
     table["variant - plan"] = table["variant"] - table["plan"]
     return table

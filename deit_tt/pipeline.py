@@ -13,7 +13,7 @@ from deit_tt import steady_state
 from deit_tt.checkpoint import Checkpoint, load_checkpoint
 from deit_tt.conversion import DeiTParameters, convert_parameters
 from deit_tt.executor import DeviceExecutor, HostExecutor
-from deit_tt.model import DeiTOutput, TtDeiT
+from deit_tt.model import Consumer, DeiTOutput, TtDeiT
 from deit_tt.policy import get_policy
 from deit_tt.errors import UserFacingError
 from deit_tt.runtime import CHIPS, DEFAULT_HOST_CHIP, Runtime, card_present, prepare_host, resolve_executor, select_runtime
@@ -73,10 +73,16 @@ class DeiTPipeline:
         runner.capture()
         return runner
 
-    def __call__(self, pixel_values: torch.Tensor, capture: bool | Collection[str] = False) -> DeiTOutput:
-        """Logits (and with ``capture``, intermediates: see ``TtDeiT.__call__``) of any number of images."""
+    def __call__(self, pixel_values: torch.Tensor, capture: bool | Collection[str] | Consumer = False) -> DeiTOutput:
+        """Logits (and with ``capture``, intermediates: see ``TtDeiT.__call__``) of any number of images; a
+        ``capture`` callable takes exactly one forward's images (it sees the stages as the model computes them)."""
         if pixel_values.dim() != 4 or pixel_values.shape[0] == 0:
             raise ValueError(f"expected pixel_values [B, 3, H, W] with B >= 1, got {tuple(pixel_values.shape)}")
+        if callable(capture):
+            if pixel_values.shape[0] != self.images_per_forward:
+                raise ValueError(f"a capture callable sees one forward: pass {self.images_per_forward} images, not {pixel_values.shape[0]}")
+            if not self.runtime.computes_values:
+                raise UserFacingError(f"the {self.runtime.executor} executor computes no values: there are no stages to hand over")
         chunks = pixel_values.split(self.images_per_forward)
         if self.steady_state is not None and not capture:
             outputs = self.steady_state.run(self._padded(chunk) for chunk in chunks)
@@ -95,7 +101,7 @@ class DeiTPipeline:
             pixel_values = torch.cat([pixel_values, padding])
         return pixel_values.float()
 
-    def _run_batch(self, pixel_values: torch.Tensor, capture: bool | Collection[str]) -> DeiTOutput:
+    def _run_batch(self, pixel_values: torch.Tensor, capture: bool | Collection[str] | Consumer) -> DeiTOutput:
         output = self.model(self._padded(pixel_values), capture=capture)
         if not self.runtime.computes_values:  # the mock device's outputs are garbage: make them unusable
             output = _combine([output], lambda tensors: torch.full_like(tensors[0], float("nan")))

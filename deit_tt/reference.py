@@ -7,16 +7,21 @@ ff1 (after GELU), output (after the MLP residual); final_ln; cls/distillation/av
 ``capture_reference`` keeps the stages it is asked for; ``compare_with_reference`` keeps none: each stage
 is compared with the ttnn model's capture as its hook fires and then dropped, so a whole-model report on
 DeiT-base at batch 8 holds one stage of float32 reference at a time instead of about 0.9 GB.
+``compare_in_lockstep`` holds neither side's captures: the two models run side by side, stage by stage
+(the ttnn side's whole-model captures of DeiT-base at batch 8 are another 0.5 GB).
 """
 
 from __future__ import annotations
 
 import contextlib
+import queue
+import threading
 from collections.abc import Callable, Collection
 
 import pandas as pd
 import torch
 
+from deit_tt.model import Consumer
 from deit_tt.pcc import pcc_report_from_rows, pcc_row, split_stage_name
 
 _QKV_PARTS = ("q_proj", "k_proj", "v_proj")
@@ -45,6 +50,73 @@ def compare_with_reference(captures: dict[str, torch.Tensor], hf_model, pixel_va
 
     run_reference(hf_model, pixel_values, compare)
     return pcc_report_from_rows([rows[name] for name in captures if name in rows])  # in the captures' order
+
+
+def compare_in_lockstep(
+    run_model: Callable[[Consumer], object], hf_model, pixel_values: torch.Tensor, keep: Collection[str] = ()
+) -> tuple[pd.DataFrame, dict[str, torch.Tensor]]:
+    """The report ``compare_with_reference`` gives, with no model's captures held: ``run_model(record)`` runs the
+    ttnn model once, handing each stage to ``record(name, tensor)`` (``lambda record: pipeline(pixels, capture=record)``),
+    while Hugging Face runs in a second thread and waits at each stage until the ttnn model asks for it. Each
+    pair is compared and dropped. Returns the report and the ttnn captures of the stages named in ``keep``.
+
+    The two forwards order a layer's stages slightly differently (Hugging Face's context precedes its attention
+    probabilities), so stages the reference produced before they were asked for wait in ``ahead``: a few at most.
+    """
+    handover: queue.Queue = queue.Queue(maxsize=1)
+    cancelled = threading.Event()
+    finished = threading.Event()  # the reference thread's last message has been received
+    ahead: dict[str, torch.Tensor] = {}
+    rows, kept = [], {}
+
+    def hand_over(name: str, value: torch.Tensor) -> None:
+        if cancelled.is_set():
+            raise _Cancelled
+        handover.put((name, value))
+
+    def run_hugging_face() -> None:
+        try:
+            run_reference(hf_model, pixel_values, hand_over)
+            handover.put((_FINISHED, None))
+        except BaseException as error:  # handed to the caller's thread, which raises it
+            handover.put((_FINISHED, error))
+
+    def receive() -> None:
+        name, value = handover.get()
+        if name is _FINISHED:
+            finished.set()
+            if value is not None and not isinstance(value, _Cancelled):
+                raise value
+            return
+        ahead[name] = value
+
+    def record(name: str, value: torch.Tensor) -> None:
+        while name not in ahead:
+            if finished.is_set():
+                raise ValueError(f"the Hugging Face model has no stage {name!r} to compare with")
+            receive()
+        rows.append(pcc_row(name, value, ahead.pop(name)))
+        if split_stage_name(name)[1] in keep:
+            kept[name] = value
+
+    thread = threading.Thread(target=run_hugging_face, name="hugging-face-reference", daemon=True)
+    thread.start()
+    try:
+        run_model(record)
+    finally:
+        cancelled.set()
+        while not finished.is_set():  # let the reference thread end; what it still hands over is dropped
+            receive()
+            ahead.clear()
+        thread.join()
+    return pcc_report_from_rows(rows), kept
+
+
+_FINISHED = object()
+
+
+class _Cancelled(Exception):
+    """Stops the reference thread's forward once the ttnn model has finished or failed."""
 
 
 def run_reference(hf_model, pixel_values: torch.Tensor, consume: Callable[[str, torch.Tensor], None]) -> None:

@@ -212,7 +212,7 @@ class SteadyState:
         for tensor in in_dram.values():
             ttnn.deallocate(tensor)
         executor = self.model.executor
-        return self.model.logits({name: executor.to_torch(t) for name, t in host.items()}, {}, None)
+        return self.model.logits({name: executor.to_torch(t) for name, t in host.items()})
 
     def _release_outputs(self) -> None:
         for tensor in (self.outputs or {}).values():

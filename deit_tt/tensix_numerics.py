@@ -8,7 +8,8 @@ compute kernel config says so; this module reproduces that, op by op, from the c
 Every fact is read from the kernel and LLK sources the ttnn 0.81.1 wheel ships (paths below are
 relative to ``site-packages/ttnn/``; ``SFPU`` = ``tt_metal/hw/ckernels/wormhole_b0/metal/llk_api/llk_sfpu``)
 and from tt-metal's ``tech_reports/matrix_engine/matrix_engine.md`` (see shared/reference/device-numerics.md).
-Nothing here has been compared with a card yet. Everything is float32 tensor arithmetic (vectorised).
+Nothing here has been compared with a card yet. Everything is vectorised tensor arithmetic: float32, or
+bfloat16 for what a Float16_b dest holds (see ``round_bf16``), with bfloat16 GEMMs for the K blocks.
 
 Known simplifications, each said where it is made: destination-register rounding is applied per K block
 (``in0_block_w`` tiles), not per 16-wide face; the approximate reciprocal and rsqrt are exact then rounded.
@@ -109,8 +110,24 @@ def fidelity_operands(src_a: torch.Tensor, src_b: torch.Tensor, fidelity) -> lis
 def fidelity_multiply(src_a: torch.Tensor, src_b: torch.Tensor, fidelity) -> torch.Tensor:
     """Elementwise product on the matrix engine (eltwise mul and the reduce scaler use the fidelity too:
     matrix_engine.md, "Eltwise" and "Reduction")."""
-    pairs = fidelity_operands(src_a, src_b, fidelity)
-    return _sum(a.float() * b.float() for a, b in pairs)
+    return _sum(_float_product(a, b) for a, b in fidelity_operands(src_a, src_b, fidelity))
+
+
+def dest_product(src_a: torch.Tensor, src_b: torch.Tensor, config) -> torch.Tensor:
+    """``fidelity_multiply`` as dest holds it (``dest_round``). With a Float16_b dest and one phase of bfloat16
+    parts this is torch's bfloat16 multiply: the float32 product of two bfloat16 values is exact, so its one
+    rounding to bfloat16 is the same, in one pass."""
+    pairs = fidelity_operands(src_a, src_b, config.math_fidelity)
+    if not config.fp32_dest_acc_en and len(pairs) == 1 and all(part.dtype == torch.bfloat16 for part in pairs[0]):
+        return pairs[0][0] * pairs[0][1]
+    return dest_round(_sum(_float_product(a, b) for a, b in pairs), config)
+
+
+def _float_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a x b`` in float32, computed in a fresh float32 copy of the larger operand (one allocation, not two)."""
+    if a.shape != torch.broadcast_shapes(a.shape, b.shape):
+        a, b = b, a
+    return a.to(torch.float32, copy=True).mul_(b)
 
 
 def fidelity_matmul(in0: torch.Tensor, in1: torch.Tensor, fidelity) -> torch.Tensor:
@@ -154,11 +171,12 @@ def partials_round(x: torch.Tensor, config, output_dtype) -> torch.Tensor:
 def blocked_matmul(in0: torch.Tensor, in1: torch.Tensor, config, block_k: int, output_dtype) -> torch.Tensor:
     """``in0 @ in1`` summed over K in blocks of ``block_k`` (= in0_block_w x 32) the way the kernel does:
     each block's product in dest (``dest_round``), the running sum kept between blocks by ``partials_round``.
+    The result is in dest's format: bfloat16, or float32 with ``fp32_dest_acc_en``.
 
     Simplification: within a block the hardware adds each 16-wide face into dest, rounding it when dest is
     Float16_b; here a block's sum is rounded once (per-face rounding would cost K/16 passes over the output).
-    The operands are truncated once; each block's product is added to the running sum as soon as it is
-    computed, so no more than one block's product is held (cache-sized rather than blocks x the output).
+    The operands are truncated once; every block after the first is computed into one reused buffer and added
+    to the running sum in place (no blocks x output tensor, no fresh pages per block).
     """
     K = in0.shape[-1]
     blocks = K // block_k
@@ -168,23 +186,19 @@ def blocked_matmul(in0: torch.Tensor, in1: torch.Tensor, config, block_k: int, o
     bfloat16_dest = not config.fp32_dest_acc_en
     if not (bfloat16_dest and all(a.dtype == b.dtype == torch.bfloat16 for a, b in pairs)):
         pairs = [(a.float(), b.float()) for a, b in pairs]
-    total = None
-    for index in range(blocks):
-        product = _block_product(pairs, slice(index * block_k, (index + 1) * block_k))
-        if not bfloat16_dest:  # float32 in dest and in the partials: nothing is rounded
-            total = product if total is None else total.add_(product)
-            continue
-        in_dest = product.to(torch.bfloat16)  # the block's sum in a Float16_b dest
-        if total is None:
-            total = in_dest
-            continue
-        kept = total if config.packer_l1_acc else partials_round(total.float(), config, output_dtype).to(torch.bfloat16)
-        total = kept + in_dest  # a bfloat16 add rounds the sum to nearest, as the Float16_b dest / L1 does
-    return total.float()
+    total = dest_round(_block_product(pairs, slice(0, block_k)), config)
+    product = None
+    for index in range(1, blocks):
+        product = _block_product(pairs, slice(index * block_k, (index + 1) * block_k), out=product)
+        in_dest = dest_round(product, config)  # the block's sum in dest (the same tensor when nothing rounds)
+        if bfloat16_dest and not config.packer_l1_acc:  # the partials went through the output format
+            total = round_bf16(partials_round(total, config, output_dtype))
+        total.add_(in_dest)  # a bfloat16 add rounds the sum to nearest, as the Float16_b dest / L1 does
+    return total
 
 
-def _block_product(pairs, k: slice) -> torch.Tensor:
-    """One K block's sum of the fidelity phases' products.
+def _block_product(pairs, k: slice, out: torch.Tensor | None = None) -> torch.Tensor:
+    """One K block's sum of the fidelity phases' products (into ``out`` when given and the product is one GEMM).
 
     bfloat16 operands (every fidelity's parts of bfloat16 / bfloat8_b / bfloat4_b values are exact in bfloat16)
     go through one bfloat16 GEMM, the phases side by side along K: it accumulates in float32 and rounds the
@@ -192,9 +206,12 @@ def _block_product(pairs, k: slice) -> torch.Tensor:
     native bfloat16 GEMM the host executor's ``Float32Products`` computes it in float32). Float32 operands
     are multiplied in float32 and the block's sum stays float32.
     """
-    if len(pairs) == 1 or pairs[0][0].dtype != torch.bfloat16:
+    if len(pairs) == 1:
+        a, b = pairs[0]
+        return torch.matmul(b[..., k], a[..., k, :], out=out)
+    if pairs[0][0].dtype != torch.bfloat16:
         return _sum(b[..., k] @ a[..., k, :] for a, b in pairs)
-    return torch.cat([b[..., k] for _, b in pairs], dim=-1) @ torch.cat([a[..., k, :] for a, _ in pairs], dim=-2)
+    return torch.matmul(torch.cat([b[..., k] for _, b in pairs], dim=-1), torch.cat([a[..., k, :] for a, _ in pairs], dim=-2), out=out)
 
 
 # -- SFPU: GELU and exp -----------------------------------------------------------------------------
@@ -237,9 +254,9 @@ def fast_exp(x: torch.Tensor) -> torch.Tensor:
     FP32_TO_UINT16, saturating), shift left by 15: the bits of the float result. The MAD is two float32
     roundings here, not one: ``i`` can differ only where A x + (B - C) is within 0.002 of a half-integer.
     """
-    mad = torch.clamp(x.float(), min=EXP_THRESHOLD).mul_(EXP_A).add_(EXP_B_MINUS_C)
+    mad = x.to(torch.float32, copy=True).clamp_(min=EXP_THRESHOLD).mul_(EXP_A).add_(EXP_B_MINUS_C)
     integer = mad.round_().clamp_(0, 65535).to(torch.int32)
-    return (integer << 15).view(torch.float32)
+    return integer.bitwise_left_shift_(15).view(torch.float32)
 
 
 # -- ops, with the golden functions' signatures -----------------------------------------------------
@@ -262,7 +279,7 @@ def matmul(input_tensor_a, input_tensor_b, *, bias=None, program_config=None, co
     in0, in1 = input_tensor_a, input_tensor_b
     output = blocked_matmul(in0, in1, config, _block_k(program_config, in0.shape[-1]), dtype)
     if bias is not None:
-        output = dest_round(partials_round(output, config, dtype) + bias.float().reshape(-1), config)
+        output = dest_round(in_dest(partials_round(output, config, dtype), config) + bias.reshape(-1), config)
     activation = getattr(program_config, "fused_activation", None)
     if activation is not None:
         if activation.op_type != ttnn.UnaryOpType.GELU:
@@ -309,18 +326,17 @@ def layer_norm(input_tensor, *, epsilon=1e-12, weight=None, bias=None, compute_k
     intermediate is packed to a CB in bf16 unless fp32 dest; the multiplies run at the config's fidelity.
     """
     config = compute_kernel_config
-    fidelity = config.math_fidelity
-    x = input_tensor.float()
+    x = in_dest(input_tensor, config)
     inverse_width = 1.0 / x.shape[-1]
     mean = reduce_sum(x, inverse_width, config)
     centred = dest_round(x - mean, config)
-    variance = reduce_sum(dest_round(fidelity_multiply(centred, centred, fidelity), config), inverse_width, config)
-    rstd = dest_round(torch.rsqrt(dest_round(variance + epsilon, config)), config)
-    output = dest_round(fidelity_multiply(centred, rstd, fidelity), config)
+    variance = reduce_sum(dest_product(centred, centred, config), inverse_width, config)
+    rstd = dest_round(torch.rsqrt(dest_round(variance.float() + epsilon, config)), config)
+    output = dest_product(centred, rstd, config)
     if weight is not None:
-        output = dest_round(fidelity_multiply(output, weight.float().reshape(-1), fidelity), config)
+        output = dest_product(output, weight.reshape(-1), config)
     if bias is not None:
-        output = output + bias.float().reshape(-1)
+        output = dest_round(output + bias.reshape(-1), config)  # + beta in dest, packed from there
     return output
 
 

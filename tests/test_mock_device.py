@@ -21,6 +21,7 @@ import ttnn
 from deit_tt import mock_device, runtime
 from deit_tt.checkpoint import random_checkpoint
 from deit_tt.dry_run import dry_run, records_table
+from deit_tt.errors import UserFacingError
 from deit_tt.pipeline import DeiTPipeline
 from deit_tt.policy import get_policy
 from deit_tt.sharding import ALL_RULES
@@ -144,6 +145,8 @@ def test_mock_forward_completes_every_op_and_hands_back_no_values(mock_n150):
     try:
         output = pipeline(torch.zeros(1, 3, 224, 224))
         records = dry_run(pipeline)
+        with pytest.raises(UserFacingError, match="the mock executor computes no values"):  # nothing to compare stage by stage
+            pipeline(torch.zeros(1, 3, 224, 224), capture=lambda name, value: None)
     finally:
         pipeline.model.release()
     assert output.logits.shape == (1, 1000) and output.distillation_logits.shape == (1, 1000)
@@ -234,7 +237,6 @@ def test_the_mock_executor_is_refused_where_values_are_needed_before_anything_lo
 @needs_mock
 def test_the_library_and_the_widget_refuse_mock_outputs_too(mock_n150):
     from deit_tt.classify import classify_sources
-    from deit_tt.errors import UserFacingError
     from deit_tt.widgets import ClassifierWidget
 
     pipeline = DeiTPipeline(random_checkpoint("tiny"), mock_n150, get_policy("bf8"), 1)
