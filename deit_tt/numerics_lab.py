@@ -33,7 +33,7 @@ def numerics_ladder(checkpoint, policies=("bf16", "bf8", "bf4"), pixels: torch.T
         reports = {}
         for numerics in tn.NUMERICS:
             with build_pipeline(checkpoint, executor="host", dtype_policy=policy, batch_size=pixels.shape[0], numerics=numerics) as pipeline:
-                report, _ = compare_in_lockstep(lambda record: pipeline(pixels, capture=record), checkpoint.model, pixels)
+                report, _ = compare_in_lockstep(pipeline, checkpoint.model, pixels)
             reports[numerics] = report.set_index(["layer", "stage"])["pcc"]
             del pipeline  # one policy's converted weights at a time
             release_freed_memory()
@@ -102,7 +102,7 @@ def plan_variant_pcc(pipeline, plan, pixels: torch.Tensor | None = None) -> pd.D
     reports = {}
     for name, variant in (("plan", pipeline.plan), ("variant", plan)):
         model = TtDeiT(pipeline.parameters, variant, HostExecutor(numerics="tensix"), eps)
-        report, _ = compare_in_lockstep(lambda record: model(pixels, capture=record), pipeline.checkpoint.model, pixels)
+        report, _ = compare_in_lockstep(model, pipeline.checkpoint.model, pixels)
         reports[name] = report.set_index(["layer", "stage"])["pcc"]
     table = pd.DataFrame(reports).reset_index()
     table["variant - plan"] = table["variant"] - table["plan"]

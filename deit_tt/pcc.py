@@ -19,10 +19,12 @@ def pcc(actual: torch.Tensor, expected: torch.Tensor) -> float:
     b = expected.detach().flatten()
     if a.shape != b.shape:
         raise ValueError(f"cannot compare tensors of {a.numel()} and {b.numel()} values")
-    if all(torch.equal(x, y) for x, y in _float64_chunks(a, b)):
+    identical, sum_a, sum_b = True, 0.0, 0.0
+    for x, y in _float64_chunks(a, b):
+        identical, sum_a, sum_b = identical and torch.equal(x, y), sum_a + x.sum(), sum_b + y.sum()
+    if identical:
         return 1.0
-    mean_a = sum(x.sum() for x, _ in _float64_chunks(a, b)) / a.numel()
-    mean_b = sum(y.sum() for _, y in _float64_chunks(a, b)) / b.numel()
+    mean_a, mean_b = sum_a / a.numel(), sum_b / b.numel()
     cross = squares_a = squares_b = 0.0
     for x, y in _float64_chunks(a, b):
         x, y = x - mean_a, y - mean_b

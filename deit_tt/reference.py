@@ -21,7 +21,6 @@ from collections.abc import Callable, Collection
 import pandas as pd
 import torch
 
-from deit_tt.model import Consumer
 from deit_tt.pcc import pcc_report_from_rows, pcc_row, split_stage_name
 
 _QKV_PARTS = ("q_proj", "k_proj", "v_proj")
@@ -53,11 +52,11 @@ def compare_with_reference(captures: dict[str, torch.Tensor], hf_model, pixel_va
 
 
 def compare_in_lockstep(
-    run_model: Callable[[Consumer], object], hf_model, pixel_values: torch.Tensor, keep: Collection[str] = ()
+    model: Callable[..., object], hf_model, pixel_values: torch.Tensor, keep: Collection[str] = ()
 ) -> tuple[pd.DataFrame, dict[str, torch.Tensor]]:
-    """The report ``compare_with_reference`` gives, with no model's captures held: ``run_model(record)`` runs the
-    ttnn model once, handing each stage to ``record(name, tensor)`` (``lambda record: pipeline(pixels, capture=record)``),
-    while Hugging Face runs in a second thread and waits at each stage until the ttnn model asks for it. Each
+    """The report ``compare_with_reference`` gives, with no model's captures held: ``model(pixel_values, capture=record)``
+    (a ``DeiTPipeline`` or ``TtDeiT``) runs once, handing each stage to ``record(name, tensor)``, while Hugging Face
+    runs on the same pixels in a second thread and waits at each stage until the ttnn model asks for it. Each
     pair is compared and dropped. Returns the report and the ttnn captures of the stages named in ``keep``.
 
     The two forwards order a layer's stages slightly differently (Hugging Face's context precedes its attention
@@ -65,7 +64,7 @@ def compare_in_lockstep(
     """
     handover: queue.Queue = queue.Queue(maxsize=1)
     cancelled = threading.Event()
-    finished = threading.Event()  # the reference thread's last message has been received
+    finished = False  # the reference thread's last message has been received (only this thread reads the queue)
     ahead: dict[str, torch.Tensor] = {}
     rows, kept = [], {}
 
@@ -82,9 +81,10 @@ def compare_in_lockstep(
             handover.put((_FINISHED, error))
 
     def receive() -> None:
+        nonlocal finished
         name, value = handover.get()
         if name is _FINISHED:
-            finished.set()
+            finished = True
             if value is not None and not isinstance(value, _Cancelled):
                 raise value
             return
@@ -92,7 +92,7 @@ def compare_in_lockstep(
 
     def record(name: str, value: torch.Tensor) -> None:
         while name not in ahead:
-            if finished.is_set():
+            if finished:
                 raise ValueError(f"the Hugging Face model has no stage {name!r} to compare with")
             receive()
         rows.append(pcc_row(name, value, ahead.pop(name)))
@@ -102,10 +102,10 @@ def compare_in_lockstep(
     thread = threading.Thread(target=run_hugging_face, name="hugging-face-reference", daemon=True)
     thread.start()
     try:
-        run_model(record)
+        model(pixel_values, capture=record)
     finally:
         cancelled.set()
-        while not finished.is_set():  # let the reference thread end; what it still hands over is dropped
+        while not finished:  # let the reference thread end; what it still hands over is dropped
             receive()
             ahead.clear()
         thread.join()

@@ -137,7 +137,7 @@ def fidelity_matmul(in0: torch.Tensor, in1: torch.Tensor, fidelity) -> torch.Ten
     tt_metal/tt-llk/tt_llk_wormhole_b0/llk_lib/llk_unpack_AB_matmul.h L56-57 ("in0/inA - loaded to SrcB,
     in1/inB - loaded to SrcA") and tt_metal/hw/ckernels/wormhole_b0/metal/llk_api/llk_unpack_AB_matmul_api.h L29-30.
     """
-    return _sum(torch.matmul(b.float(), a.float()) for a, b in fidelity_operands(in1, in0, fidelity))
+    return _block_product([(a.float(), b.float()) for a, b in fidelity_operands(in1, in0, fidelity)], slice(None))
 
 
 def _sum(terms):
@@ -279,7 +279,7 @@ def matmul(input_tensor_a, input_tensor_b, *, bias=None, program_config=None, co
     in0, in1 = input_tensor_a, input_tensor_b
     output = blocked_matmul(in0, in1, config, _block_k(program_config, in0.shape[-1]), dtype)
     if bias is not None:
-        output = dest_round(in_dest(partials_round(output, config, dtype), config) + bias.reshape(-1), config)
+        output = dest_round(partials_round(output, config, dtype) + bias.reshape(-1), config)
     activation = getattr(program_config, "fused_activation", None)
     if activation is not None:
         if activation.op_type != ttnn.UnaryOpType.GELU:

@@ -42,7 +42,7 @@ def test_lockstep_comparison_gives_the_report_of_held_captures(tiny_checkpoint):
     pixels = random_pixels(2)
     output = pipeline(pixels, capture=True)
     held = pcc_report(output.captures, capture_reference(tiny_checkpoint.model, pixels))
-    report, kept = compare_in_lockstep(lambda record: pipeline(pixels, capture=record), tiny_checkpoint.model, pixels, keep={"attention_probs"})
+    report, kept = compare_in_lockstep(pipeline, tiny_checkpoint.model, pixels, keep={"attention_probs"})
     assert report.equals(held)  # every stage, in the ttnn model's order, same values
     assert list(kept) == [f"layers.{i}.attention_probs" for i in range(tiny_checkpoint.config.num_hidden_layers)]
     assert all(torch.equal(value, output.captures[name]) for name, value in kept.items())
@@ -52,20 +52,20 @@ def test_lockstep_comparison_stops_both_models_on_an_error(tiny_checkpoint):
     pipeline = build_pipeline(tiny_checkpoint, executor="host", dtype_policy="bf8", batch_size=2, numerics="ideal")
     pixels = random_pixels(2)
 
-    def failing_model(record):
+    def failing_model(pixel_values, capture):
         def fail_at_layer_1(name, value):
             if name.startswith("layers.1."):
                 raise RuntimeError("stopped at layer 1")
-            record(name, value)
+            capture(name, value)
 
-        pipeline(pixels, capture=fail_at_layer_1)
+        pipeline(pixel_values, capture=fail_at_layer_1)
 
     with pytest.raises(RuntimeError, match="stopped at layer 1"):
         compare_in_lockstep(failing_model, tiny_checkpoint.model, pixels)
     with pytest.raises(ValueError, match="no stage 'layers.0.extra'"):
-        compare_in_lockstep(lambda record: record("layers.0.extra", torch.zeros(1)), tiny_checkpoint.model, pixels)
+        compare_in_lockstep(lambda _, capture: capture("layers.0.extra", torch.zeros(1)), tiny_checkpoint.model, pixels)
     with pytest.raises(ValueError, match="shape"):  # a stage that does not match its reference is an error, not a PCC
-        compare_in_lockstep(lambda record: record("embeddings", torch.zeros(1)), tiny_checkpoint.model, pixels)
+        compare_in_lockstep(lambda _, capture: capture("embeddings", torch.zeros(1)), tiny_checkpoint.model, pixels)
     with pytest.raises(ValueError, match="a capture callable sees one forward: pass 2 images, not 1"):
         pipeline(pixels[:1], capture=lambda name, value: None)
 
