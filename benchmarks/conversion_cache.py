@@ -14,10 +14,10 @@ import statistics
 import tempfile
 import time
 
-from deit_tt.checkpoint import load_checkpoint
-from deit_tt.conversion import convert_parameters
-from deit_tt.policy import DEFAULT_POLICY, POLICIES, get_policy
-from deit_tt.runtime import prepare_host
+from deit_tt.checkpoints.loading import load_checkpoint
+from deit_tt.model.conversion import convert_parameters
+from deit_tt.model.policy import DEFAULT_POLICY, POLICIES, get_policy
+from deit_tt.backends.runtime import prepare_host
 
 TARGET_RATIO = 5.0
 

@@ -1,5 +1,5 @@
 """DeiT tiny/small/base on a card: first-batch (compile) time, end-to-end and device-only images/s, untraced and
-traced (deit_tt.steady_state), on one chip and on all chips, beside tt-metal's published ViT-base figures.
+traced (deit_tt.backends.tracing), on one chip and on all chips, beside tt-metal's published ViT-base figures.
 
     python benchmarks/device_throughput.py [--sizes tiny,small,base] [--batch N] [--iterations 200]
     python benchmarks/device_throughput.py --mock [--chip n150]   # the same code paths on the mock device, no timings
@@ -17,12 +17,13 @@ import time
 import pandas as pd
 import torch
 
-from deit_tt import mock_device, steady_state
-from deit_tt.checkpoint import load_checkpoint
-from deit_tt.conversion import convert_parameters
+from deit_tt.backends import mock_device
+from deit_tt.backends import tracing as steady_state
+from deit_tt.checkpoints.loading import load_checkpoint
+from deit_tt.model.conversion import convert_parameters
 from deit_tt.pipeline import DeiTPipeline, trace_region_for
-from deit_tt.policy import get_policy
-from deit_tt.runtime import CHIPS, card_present, open_mock, prepare_host, select_runtime
+from deit_tt.model.policy import get_policy
+from deit_tt.backends.runtime import CHIPS, card_present, open_mock, prepare_host, select_runtime
 
 # shared/reference/ttnn-vit-sharding.md §3: ViT-base (86 M parameters, 197 tokens) with trace + 2 CQ.
 PUBLISHED = pd.DataFrame(

@@ -2,7 +2,7 @@
 
 Measures, on a synthetic ImageNet-like dataset (JPEGs of 320..640 px, like the validation set):
 
-1. decode only (``deit_tt.images.load_image``) and decode + official preprocessing, in one process;
+1. decode only (``deit_tt.data.images.load_image``) and decode + official preprocessing, in one process;
 2. the evaluation's batch loader (``deit_tt.evaluation.iterate_batches``) with 0..W worker processes:
    how many images/s the host can decode and preprocess while nothing else runs;
 3. the full evaluation (``deit_tt.evaluation.evaluate``) with the model, end to end, and how long the
@@ -39,8 +39,8 @@ def parse_args() -> argparse.Namespace:
 
 
 def measure_single_process(dataset, count: int) -> dict:
-    from deit_tt.images import load_image
-    from deit_tt.preprocessing import official_transform
+    from deit_tt.data.images import load_image
+    from deit_tt.data.preprocessing import official_transform
 
     decode, preprocess = [], []
     for sample in dataset.samples[:count]:
@@ -85,7 +85,7 @@ def main() -> None:
     import pandas as pd
 
     from deit_tt.evaluation import Preprocessor, evaluate
-    from deit_tt.imagenet import make_synthetic_dataset, open_dataset
+    from deit_tt.data.imagenet import make_synthetic_dataset, open_dataset
 
     with tempfile.TemporaryDirectory(prefix="deit_tt_bench_") as folder:
         classes = max(1, min(50, args.images // 4))

@@ -10,8 +10,8 @@ import time
 
 import torch
 
-from deit_tt.checkpoint import load_checkpoint
-from deit_tt.executor import native_bfloat16_matmul
+from deit_tt.checkpoints.loading import load_checkpoint
+from deit_tt.backends.executor import native_bfloat16_matmul
 from deit_tt.pipeline import build_pipeline
 
 TARGET_RATIO = 1.3

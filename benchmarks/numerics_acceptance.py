@@ -10,8 +10,8 @@ import argparse
 
 import pandas as pd
 
-from deit_tt.checkpoint import random_checkpoint
-from deit_tt.numerics_lab import logits_summary, numerics_ladder, random_pixels
+from deit_tt.checkpoints.loading import random_checkpoint
+from deit_tt.analysis.numerics_lab import logits_summary, numerics_ladder, random_pixels
 
 
 def main() -> None:

@@ -21,9 +21,9 @@ import torch
 from PIL import Image
 
 from deit_tt.errors import UserFacingError
-from deit_tt.images import ImageError, load_image
-from deit_tt.labels import head_class_names, short_name
-from deit_tt.preprocessing import preprocess
+from deit_tt.data.images import ImageError, load_image
+from deit_tt.checkpoints.labels import head_class_names, short_name
+from deit_tt.data.preprocessing import preprocess
 
 DEFAULT_TOP_K = 5
 DEFAULT_CHUNK = 8
@@ -90,7 +90,7 @@ def results_from_output(output, names: Sequence[str], image_names: Sequence[str]
 
 
 def classify_images(pipeline, images: Sequence[Image.Image], names: Sequence[str] | None = None, top_k: int = DEFAULT_TOP_K) -> list[ClassificationResult]:
-    """Classify decoded RGB images (preprocessed with ``deit_tt.preprocessing.preprocess``)."""
+    """Classify decoded RGB images (preprocessed with ``deit_tt.data.preprocessing.preprocess``)."""
     images = list(images)
     names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
     if not images:

@@ -3,33 +3,31 @@ sharding plan and model. ``build_pipeline()`` is what the CLI, the widget and th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection
 
 import torch
 import ttnn
 
-from deit_tt import steady_state
-from deit_tt.checkpoint import Checkpoint, load_checkpoint
-from deit_tt.conversion import DeiTParameters, convert_parameters
-from deit_tt.executor import DeviceExecutor, HostExecutor
-from deit_tt.model import Consumer, DeiTOutput, TtDeiT
-from deit_tt.policy import get_policy
+from deit_tt import settings
+from deit_tt.backends import tracing as steady_state
+from deit_tt.checkpoints.loading import Checkpoint, load_checkpoint
+from deit_tt.model.conversion import DeiTParameters, convert_parameters
+from deit_tt.backends.executor import DeviceExecutor, HostExecutor
+from deit_tt.model.deit import Consumer, DeiTOutput, TtDeiT
+from deit_tt.model.policy import get_policy
 from deit_tt.errors import UserFacingError
-from deit_tt.runtime import CHIPS, DEFAULT_HOST_CHIP, Runtime, card_present, prepare_host, resolve_executor, select_runtime
+from deit_tt.backends.runtime import CHIPS, DEFAULT_HOST_CHIP, Runtime, card_present, prepare_host, resolve_executor, select_runtime
 from deit_tt.sharding import ModelDims, ShardingPlan, make_plan
-from deit_tt.tensix_numerics import resolve_numerics
+from deit_tt.backends.tensix_numerics import resolve_numerics
 
-BATCH_ENV = "DEIT_TT_BATCH"
-DEFAULT_BATCH = 8
 
 
 class DeiTPipeline:
     """Callable on pixel values of any batch size; runs the model in fixed-size batches.
 
     ``batch_size`` is per chip (the sharding plan's); on a mesh of N chips each forward takes N x batch_size images.
-    ``traced``: run as ``deit_tt.steady_state`` does (compiled and captured here; the device needs a trace region).
-    ``numerics``: the host executor's arithmetic, "ideal" or "tensix" (``deit_tt.tensix_numerics``); None on a
+    ``traced``: run as ``deit_tt.backends.tracing`` does (compiled and captured here; the device needs a trace region).
+    ``numerics``: the host executor's arithmetic, "ideal" or "tensix" (``deit_tt.backends.tensix_numerics``); None on a
     device or the mock, where the card (or nothing) computes.
     """
 
@@ -155,13 +153,13 @@ def build_pipeline(
     """Defaults come from $DEIT_TT_MODEL, $DEIT_TT_EXECUTOR (auto, host, device or mock) and $DEIT_TT_BATCH.
 
     ``devices``: chips to run on, data parallel (default: all of the machine's; the host is one).
-    ``trace``: traced steady-state inference on two command queues (``deit_tt.steady_state``), the device opened
+    ``trace``: traced steady-state inference on two command queues (``deit_tt.backends.tracing``), the device opened
     with the trace region ``trace_region_for`` derives (or ``trace_region_size`` bytes).
     ``numerics``: "ideal" or "tensix" for the host executor (default: $DEIT_TT_NUMERICS, then tensix); a device
     or the mock refuses an explicit value, since there the card computes (or nothing does).
     """
     checkpoint = model if isinstance(model, Checkpoint) else load_checkpoint(model)
-    batch_size = batch_size or int(os.environ.get(BATCH_ENV, DEFAULT_BATCH))
+    batch_size = settings.BATCH.integer(batch_size)
     policy = get_policy(dtype_policy)
     prepare_host(chip or DEFAULT_HOST_CHIP)  # without a card, conversion must see the chip the mock will open
     parameters = convert_parameters(checkpoint, policy, cache_dir=cache_dir)
@@ -184,7 +182,7 @@ def build_pipeline(
 def trace_region_for(checkpoint, parameters, policy, batch_size: int, arch: str, mask_padded_tokens: bool = True) -> int:
     """The trace region for one forward on ``arch``, sized before the device opens: the forward's op count (counted
     on the plan for the arch's first chip; the op sequence does not depend on the grid) x the trace bytes of a
-    program on the arch's largest grid (``deit_tt.steady_state``)."""
+    program on the arch's largest grid (``deit_tt.backends.tracing``)."""
     chips = [chip for chip in CHIPS.values() if chip.arch == arch]
     plan = plan_for(checkpoint.config, policy, batch_size, Runtime("host", chips[0]))
     ops = steady_state.forward_ops(parameters, plan, checkpoint.config.layer_norm_eps, mask_padded_tokens)

@@ -7,8 +7,8 @@ import tempfile
 
 import pytest
 
-from deit_tt.checkpoint import random_checkpoint
-from deit_tt.runtime import card_present, prepare_host
+from deit_tt.checkpoints.loading import random_checkpoint
+from deit_tt.backends.runtime import card_present, prepare_host
 
 # Host-side TILE/bfloat8_b conversion needs a cluster description before the first conversion.
 prepare_host()

@@ -16,12 +16,12 @@ import time
 
 from transformers import DeiTForImageClassification
 
-from deit_tt.checkpoint import Checkpoint, random_checkpoint
-from deit_tt.conversion import convert_parameters
-from deit_tt.dry_run import dry_run
+from deit_tt.checkpoints.loading import Checkpoint, random_checkpoint
+from deit_tt.model.conversion import convert_parameters
+from deit_tt.backends.recording import dry_run
 from deit_tt.pipeline import DeiTPipeline
-from deit_tt.policy import POLICIES
-from deit_tt.runtime import CHIPS, open_mock
+from deit_tt.model.policy import POLICIES
+from deit_tt.backends.runtime import CHIPS, open_mock
 from deit_tt.sharding import ShardingRuleError
 
 SIZES = ("tiny", "small", "base")

@@ -14,11 +14,11 @@ import sys
 
 import torch
 
-from deit_tt.checkpoint import random_checkpoint
-from deit_tt.dry_run import dry_run
+from deit_tt.checkpoints.loading import random_checkpoint
+from deit_tt.backends.recording import dry_run
 from deit_tt.pipeline import DeiTPipeline
-from deit_tt.policy import get_policy
-from deit_tt.runtime import open_mock
+from deit_tt.model.policy import get_policy
+from deit_tt.backends.runtime import open_mock
 
 
 def main() -> int:

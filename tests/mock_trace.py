@@ -1,4 +1,4 @@
-"""Drive the traced two-queue path (deit_tt.steady_state) on a chip's mock device and log every ttnn call it makes.
+"""Drive the traced two-queue path (deit_tt.backends.tracing) on a chip's mock device and log every ttnn call it makes.
 
     python tests/mock_trace.py --chip n150 [--skip-waits | --empty-trace]
 
@@ -16,13 +16,13 @@ import sys
 import torch
 import ttnn
 
-from deit_tt import steady_state
-from deit_tt.checkpoint import random_checkpoint
-from deit_tt.conversion import convert_parameters
-from deit_tt.executor import DeviceExecutor
+from deit_tt.backends import tracing as steady_state
+from deit_tt.checkpoints.loading import random_checkpoint
+from deit_tt.model.conversion import convert_parameters
+from deit_tt.backends.executor import DeviceExecutor
 from deit_tt.pipeline import DeiTPipeline, trace_region_for
-from deit_tt.policy import get_policy
-from deit_tt.runtime import CHIPS, open_mock, prepare_host
+from deit_tt.model.policy import get_policy
+from deit_tt.backends.runtime import CHIPS, open_mock, prepare_host
 
 
 def log(name: str) -> None:

@@ -1,12 +1,12 @@
-"""deit_tt.agreement_labels: a dataset labelled by the fp32 PyTorch model's own top-1."""
+"""deit_tt.evaluation.agreement_labels: a dataset labelled by the fp32 PyTorch model's own top-1."""
 
 from __future__ import annotations
 
 import torch
 
-from deit_tt.agreement_labels import label_with_reference
-from deit_tt.imagenet import make_synthetic_dataset, open_dataset
-from deit_tt.preprocessing import official_transform
+from deit_tt.evaluation.agreement_labels import label_with_reference
+from deit_tt.data.imagenet import make_synthetic_dataset, open_dataset
+from deit_tt.data.preprocessing import official_transform
 
 
 def test_labels_become_the_reference_models_top1(tiny_checkpoint, tmp_path):

@@ -11,9 +11,9 @@ import torch
 import ttnn
 from PIL import Image
 
-from deit_tt import attention
-from deit_tt.blockfloat import round_to_dtype
-from deit_tt.preprocessing import IMAGENET_MEAN, IMAGENET_STD, official_transform
+from deit_tt.analysis import attention
+from deit_tt.backends.blockfloat import round_to_dtype
+from deit_tt.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD, official_transform
 
 N = 198
 SIDE = 14
@@ -181,7 +181,7 @@ def test_plot_token_maps_draws_three_panels():
 
 def test_hugging_face_attentions(tiny_checkpoint):
     """The same functions on real (random-weight) attentions: 12 layers of [B, 3, 198, 198]."""
-    from deit_tt.reference import capture_reference
+    from deit_tt.analysis.reference import capture_reference
 
     pixel_values = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     captures = capture_reference(tiny_checkpoint.model, pixel_values)

@@ -1,4 +1,4 @@
-"""deit_tt.blockfloat must store exactly what ttnn's own host conversion stores, bit for bit.
+"""deit_tt.backends.blockfloat must store exactly what ttnn's own host conversion stores, bit for bit.
 
 The reference is ``ttnn.to_torch(ttnn.from_torch(t, dtype=..., layout=ttnn.TILE_LAYOUT))``, the real
 ttnn packing code (conftest calls prepare_host() so it runs without a card). Bit patterns are
@@ -11,8 +11,8 @@ import pytest
 import torch
 import ttnn
 
-import deit_tt.blockfloat as blockfloat
-from deit_tt.blockfloat import (
+import deit_tt.backends.blockfloat as blockfloat
+from deit_tt.backends.blockfloat import (
     bytes_per_tile,
     face_index_map,
     face_row_exponents,

@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
-from deit_tt.images import ImageError, load_image
-from deit_tt.widgets import MAX_UPLOAD_MB, MEGABYTE, SERVER_DEFAULT_MB
+from deit_tt.data.images import ImageError, load_image
+from deit_tt.analysis.widgets import MAX_UPLOAD_MB, MEGABYTE, SERVER_DEFAULT_MB
 from lab_server import start_lab
 from test_images import DATA_IMAGES
 
@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.skipif(CHROMIUM is None, reason="
 NOTEBOOK = "widget.ipynb"
 IMPORTS = """\
 from deit_tt.pipeline import build_pipeline
-from deit_tt.widgets import ClassifierWidget
+from deit_tt.analysis.widgets import ClassifierWidget
 """
 NOTEBOOK_CODE = IMPORTS + """
 ClassifierWidget(build_pipeline("random:tiny", "host", batch_size=1))"""

@@ -15,10 +15,10 @@ import pytest
 import torch
 import ttnn
 
-from deit_tt import cache
-from deit_tt.conversion import LAYOUT_VERSION, DeiTParameters, convert_parameters
+from deit_tt.model import cache
+from deit_tt.model.conversion import LAYOUT_VERSION, DeiTParameters, convert_parameters
 from deit_tt.errors import UserFacingError
-from deit_tt.policy import get_policy
+from deit_tt.model.policy import get_policy
 
 
 @pytest.fixture(scope="module")
@@ -211,12 +211,12 @@ def test_write_killed_midway_leaves_nothing_loadable_and_is_rebuilt(tiny_checkpo
     script = textwrap.dedent(
         f"""
         import os, signal
-        from deit_tt.runtime import prepare_host
+        from deit_tt.backends.runtime import prepare_host
         prepare_host()
         import ttnn
-        from deit_tt import cache
-        from deit_tt.checkpoint import random_checkpoint
-        from deit_tt.conversion import convert_parameters
+        from deit_tt.model import cache
+        from deit_tt.checkpoints.loading import random_checkpoint
+        from deit_tt.model.conversion import convert_parameters
         written = []
         real_dump = ttnn.dump_tensor
         def dump_then_die(path, tensor):
@@ -261,17 +261,17 @@ def test_replacing_an_entry_keeps_previously_loaded_tensors_valid(tiny_checkpoin
 
 
 def test_cache_disabled_writes_nothing(tiny_checkpoint, tmp_path, monkeypatch):
-    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "env-cache"))
+    monkeypatch.setenv("DEIT_TT_CACHE", str(tmp_path / "env-cache"))
     parameters = convert_parameters(tiny_checkpoint, "bf8", cache_dir=False)
     assert parameters.cache.status == "disabled" and parameters.cache.path is None
     assert not (tmp_path / "env-cache").exists()
 
 
 def test_default_directory_comes_from_the_environment(tiny_checkpoint, tmp_path, monkeypatch):
-    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "env-cache"))
+    monkeypatch.setenv("DEIT_TT_CACHE", str(tmp_path / "env-cache"))
     parameters = convert_parameters(tiny_checkpoint, "bf8")
     assert parameters.cache.path.parent == tmp_path / "env-cache"
-    monkeypatch.delenv(cache.CACHE_ENV)
+    monkeypatch.delenv("DEIT_TT_CACHE")
     assert cache.default_cache_dir() == Path("~/.cache/deit_tt").expanduser()
 
 

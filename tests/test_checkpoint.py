@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import DeiTForImageClassificationWithTeacher
 
-from deit_tt.checkpoint import CheckpointError, load_checkpoint, parameter_listing, parameter_table, random_checkpoint
-from deit_tt.conversion import FAMILIES, family_of
-from deit_tt.labels import imagenet_class_names, imagenet_synsets
+from deit_tt.checkpoints.loading import CheckpointError, load_checkpoint, parameter_listing, parameter_table, random_checkpoint
+from deit_tt.model.conversion import FAMILIES, family_of
+from deit_tt.checkpoints.labels import imagenet_class_names, imagenet_synsets
 
 
 @pytest.mark.parametrize("size, hidden, heads", [("tiny", 192, 3), ("small", 384, 6), ("base", 768, 12)])
@@ -135,11 +135,11 @@ def test_family_of(name, family):
 
 
 def test_save_offline_copy_writes_model_and_processor_that_load_without_the_hub(tmp_path, monkeypatch):
-    import deit_tt.checkpoint as checkpoint_module
+    import deit_tt.checkpoints.loading as checkpoint_module
     from transformers import AutoImageProcessor, DeiTImageProcessor
 
-    from deit_tt.checkpoint import save_offline_copy
-    from deit_tt.preprocessing import load_image_processor
+    from deit_tt.checkpoints.loading import save_offline_copy
+    from deit_tt.data.preprocessing import load_image_processor
 
     tiny = random_checkpoint("tiny")
     monkeypatch.setattr(checkpoint_module, "unloadable_reason", lambda model: None)  # pretend the hub answers
@@ -156,16 +156,16 @@ def test_save_offline_copy_writes_model_and_processor_that_load_without_the_hub(
 
 @pytest.mark.parametrize("model", ["random:tiny", "."])
 def test_save_offline_copy_refuses_what_is_not_a_hub_id(model, tmp_path):
-    from deit_tt.checkpoint import save_offline_copy
+    from deit_tt.checkpoints.loading import save_offline_copy
 
     with pytest.raises(CheckpointError, match="is not a hub id"):
         save_offline_copy(model, tmp_path)
 
 
 def test_save_offline_copy_says_why_when_the_hub_is_unreachable(tmp_path, monkeypatch):
-    from deit_tt.checkpoint import save_offline_copy
+    from deit_tt.checkpoints.loading import save_offline_copy
 
-    from deit_tt import hub
+    from deit_tt.checkpoints import hub
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(hub, "is_cached", lambda repo_id: False)

@@ -11,9 +11,9 @@ import pytest
 import torch
 from transformers import DeiTForImageClassificationWithTeacher
 
-from deit_tt.checkpoint import load_checkpoint, random_config
-from deit_tt.class_folders import fold
-from deit_tt.datasets import open_evaluation_dataset
+from deit_tt.checkpoints.loading import load_checkpoint, random_config
+from deit_tt.data.class_folders import fold
+from deit_tt.data.datasets import open_evaluation_dataset
 from deit_tt.evaluation import (
     EvaluationError,
     default_results_path,
@@ -24,7 +24,7 @@ from deit_tt.evaluation import (
     records_frame,
     summary_table,
 )
-from deit_tt.imagenet import DatasetError, make_synthetic_dataset
+from deit_tt.data.imagenet import DatasetError, make_synthetic_dataset
 from test_classify import SHALLOW_LAYERS
 
 LABELS = ["Golden retriever", "cat/dog", "red car"]

@@ -20,13 +20,13 @@ import torch
 from transformers import DeiTForImageClassificationWithTeacher
 
 from deit_tt import cli
-from deit_tt.checkpoint import Checkpoint, random_config
+from deit_tt.checkpoints.loading import Checkpoint, random_config
 from deit_tt.classify import decode_input_data, results_from_output, to_json, top_predictions
 from deit_tt.errors import UserFacingError
-from deit_tt.images import load_image
-from deit_tt.labels import imagenet_class_names
+from deit_tt.data.images import load_image
+from deit_tt.checkpoints.labels import imagenet_class_names
 from deit_tt.pipeline import build_pipeline
-from deit_tt.preprocessing import preprocess
+from deit_tt.data.preprocessing import preprocess
 from test_images import DATA_IMAGES, INVALID_KINDS, VALID_KINDS, kind_bytes, kind_filename
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,8 +10,8 @@ import torch
 import ttnn
 from transformers import DeiTForImageClassification
 
-from deit_tt.checkpoint import Checkpoint, random_config
-from deit_tt.conversion import (
+from deit_tt.checkpoints.loading import Checkpoint, random_config
+from deit_tt.model.conversion import (
     FAMILIES,
     DeiTParameters,
     convert_parameters,
@@ -24,8 +24,8 @@ from deit_tt.conversion import (
     split_fused_qkv,
 )
 from deit_tt.errors import UserFacingError
-from deit_tt.policy import get_policy
-from deit_tt.quantization import quantization_report, storage_table, stored_bytes, summarize, tensor_metrics
+from deit_tt.model.policy import get_policy
+from deit_tt.model.quantization import quantization_report, storage_table, stored_bytes, summarize, tensor_metrics
 
 
 @pytest.fixture(scope="module")

@@ -32,14 +32,14 @@ from deit_tt.evaluation import (
     summary_table,
     wilson_interval,
 )
-from deit_tt.imagenet import make_synthetic_dataset, open_dataset
-from deit_tt.preprocessing import official_transform
+from deit_tt.data.imagenet import make_synthetic_dataset, open_dataset
+from deit_tt.data.preprocessing import official_transform
 
 TESTS = Path(__file__).parent
 
 
 class DeiTOutput(NamedTuple):
-    """The fields of deit_tt.model.DeiTOutput the evaluation reads (without importing ttnn in subprocesses)."""
+    """The fields of deit_tt.model.deit.DeiTOutput the evaluation reads (without importing ttnn in subprocesses)."""
 
     logits: torch.Tensor
     cls_logits: torch.Tensor
@@ -274,7 +274,7 @@ def test_resume_after_sigkill_gives_the_same_summary(tmp_path, dataset):
         f"sys.path.insert(0, {str(TESTS)!r})\n"
         "from test_evaluation import ContentPredictor\n"
         "from deit_tt.evaluation import evaluate\n"
-        "from deit_tt.imagenet import open_dataset\n"
+        "from deit_tt.data.imagenet import open_dataset\n"
         "if __name__ == '__main__':\n"
         f"    evaluate(ContentPredictor(delay=0.4), open_dataset({str(dataset.root)!r}), {str(path)!r},\n"
         "             workers=1, progress=False, log=None)\n"
@@ -387,7 +387,7 @@ def test_hf_preprocessing_of_a_checkpoint_folder_matches_hf_transform_for(tmp_pa
     from transformers.models.deit import DeiTImageProcessorPil
 
     from deit_tt.evaluation import HUB_PROCESSOR_VALUES
-    from deit_tt.preprocessing import hf_transform_for
+    from deit_tt.data.preprocessing import hf_transform_for
 
     DeiTImageProcessorPil(**{**HUB_PROCESSOR_VALUES, "size": {"height": 224, "width": 224}}).save_pretrained(tmp_path)
     preprocessor = Preprocessor("hf", str(tmp_path))

@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 import ttnn
 
-from deit_tt.executor import HostExecutor
-from deit_tt.images import load_image
-from deit_tt.pcc import pcc
-from deit_tt.preprocessing import preprocess
+from deit_tt.backends.executor import HostExecutor
+from deit_tt.data.images import load_image
+from deit_tt.analysis.pcc import pcc
+from deit_tt.data.preprocessing import preprocess
 from test_classify import shallow_pipeline
 from test_images import DATA_IMAGES
 

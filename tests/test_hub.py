@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from transformers import DeiTForImageClassificationWithTeacher
 
-from deit_tt.checkpoint import random_config
-from deit_tt.hub import DEFAULT_MODEL, is_hub_id
+from deit_tt.checkpoints.loading import random_config
+from deit_tt.checkpoints.hub import DEFAULT_MODEL, is_hub_id
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,7 +64,7 @@ def test_cached_hub_checkpoint_loads_offline(tmp_path):
         torch.manual_seed(0)
         DeiTForImageClassificationWithTeacher(config).save_pretrained(repo / "snapshots" / commit)
     code = (
-        "from deit_tt.checkpoint import load_checkpoint\n"
+        "from deit_tt.checkpoints.loading import load_checkpoint\n"
         "checkpoint = load_checkpoint('test-org/deit-tiny-two-layers')\n"
         "print(checkpoint.config.num_hidden_layers, checkpoint.is_random)"
     )

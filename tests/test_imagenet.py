@@ -11,14 +11,14 @@ import pytest
 from PIL import Image
 
 from deit_tt.errors import UserFacingError
-from deit_tt.imagenet import (
+from deit_tt.data.imagenet import (
     DatasetError,
     GROUND_TRUTH_CSV,
     detect_layout,
     make_synthetic_dataset,
     open_dataset,
 )
-from deit_tt.labels import imagenet_class_names, imagenet_synsets
+from deit_tt.checkpoints.labels import imagenet_class_names, imagenet_synsets
 
 SYNSETS = imagenet_synsets()
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from deit_tt.errors import UserFacingError
-from deit_tt.images import BUNDLED_IMAGES, MAX_PIXELS, ImageError, image_paths, load_image
+from deit_tt.data.images import BUNDLED_IMAGES, MAX_PIXELS, ImageError, image_paths, load_image
 
 DATA_IMAGES = Path(__file__).resolve().parent.parent / "data" / "images"
 

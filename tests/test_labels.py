@@ -13,12 +13,12 @@ import pytest
 import torch
 from transformers import DeiTForImageClassificationWithTeacher
 
-from deit_tt.checkpoint import load_checkpoint, random_config
+from deit_tt.checkpoints.loading import load_checkpoint, random_config
 from deit_tt.evaluation import evaluate
-from deit_tt.imagenet import make_synthetic_dataset, open_dataset
-from deit_tt.labels import NUM_CLASSES, head_class_names, imagenet_class_names
+from deit_tt.data.imagenet import make_synthetic_dataset, open_dataset
+from deit_tt.checkpoints.labels import NUM_CLASSES, head_class_names, imagenet_class_names
 from deit_tt.pipeline import build_pipeline
-from deit_tt.widgets import ClassifierWidget
+from deit_tt.analysis.widgets import ClassifierWidget
 from test_classify import SHALLOW_LAYERS, run_cli
 from test_images import DATA_IMAGES
 

@@ -1,12 +1,12 @@
-"""deit_tt.ladder: PCC ladders side by side, pivoted, and against tt-metal's per-module thresholds."""
+"""deit_tt.analysis.ladder: PCC ladders side by side, pivoted, and against tt-metal's per-module thresholds."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from deit_tt import ladder
-from deit_tt.model import LAYER_STAGES
+from deit_tt.analysis import ladder
+from deit_tt.model.deit import LAYER_STAGES
 
 
 def fake_report(layers: int = 2, base: float = 0.9999, step: float = 0.0001) -> pd.DataFrame:

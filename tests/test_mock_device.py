@@ -18,12 +18,12 @@ import pytest
 import torch
 import ttnn
 
-from deit_tt import mock_device, runtime
-from deit_tt.checkpoint import random_checkpoint
-from deit_tt.dry_run import dry_run, records_table
+from deit_tt.backends import mock_device, runtime
+from deit_tt.checkpoints.loading import random_checkpoint
+from deit_tt.backends.recording import dry_run, records_table
 from deit_tt.errors import UserFacingError
 from deit_tt.pipeline import DeiTPipeline
-from deit_tt.policy import get_policy
+from deit_tt.model.policy import get_policy
 from deit_tt.sharding import ALL_RULES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,7 +162,7 @@ def test_mock_forward_completes_every_op_and_hands_back_no_values(mock_n150):
 def test_a_height_sharded_fold_output_cannot_be_tiled_which_is_why_it_moves_to_interleaved_l1(mock_n150):
     pipeline = DeiTPipeline(random_checkpoint("tiny"), mock_n150, get_policy("bf8"), 1)
     try:
-        from deit_tt.conversion import fold_pixels
+        from deit_tt.model.conversion import fold_pixels
 
         pixels = ttnn.from_torch(
             fold_pixels(torch.zeros(1, 3, 224, 224)),
@@ -237,7 +237,7 @@ def test_the_mock_executor_is_refused_where_values_are_needed_before_anything_lo
 @needs_mock
 def test_the_library_and_the_widget_refuse_mock_outputs_too(mock_n150):
     from deit_tt.classify import classify_sources
-    from deit_tt.widgets import ClassifierWidget
+    from deit_tt.analysis.widgets import ClassifierWidget
 
     pipeline = DeiTPipeline(random_checkpoint("tiny"), mock_n150, get_policy("bf8"), 1)
     try:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deit_tt.checkpoint import random_checkpoint
-from deit_tt.model import LAYER_STAGES
-from deit_tt.pcc import pcc, pcc_report
+from deit_tt.checkpoints.loading import random_checkpoint
+from deit_tt.model.deit import LAYER_STAGES
+from deit_tt.analysis.pcc import pcc, pcc_report
 from deit_tt.pipeline import build_pipeline
-from deit_tt.reference import capture_reference, compare_in_lockstep, compare_with_reference
+from deit_tt.analysis.reference import capture_reference, compare_in_lockstep, compare_with_reference
 
 CHECKPOINTS = ["tiny_checkpoint", "small_checkpoint", pytest.param("base_checkpoint", marks=pytest.mark.slow)]
 

@@ -1,4 +1,4 @@
-"""deit_tt.op_calls: the calls of one encoder layer, recorded from the model itself (notebook 01b)."""
+"""deit_tt.backends.op_calls: the calls of one encoder layer, recorded from the model itself (notebook 01b)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import ttnn
 
-from deit_tt.op_calls import calls_table, describe_value, encoder_layer_calls, plan_objects
+from deit_tt.backends.op_calls import calls_table, describe_value, encoder_layer_calls, plan_objects
 from deit_tt.pipeline import build_pipeline
 
 

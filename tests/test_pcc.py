@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deit_tt import pcc as pcc_module
-from deit_tt.pcc import pcc
+from deit_tt.analysis import pcc as pcc_module
+from deit_tt.analysis.pcc import pcc
 
 
 def textbook_pcc(a: torch.Tensor, b: torch.Tensor) -> float:

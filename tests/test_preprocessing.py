@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from deit_tt.preprocessing import CROP_SIZE, IMAGENET_MEAN, IMAGENET_STD, RESIZE_SIZE, official_transform, resize_and_crop
+from deit_tt.data.preprocessing import CROP_SIZE, IMAGENET_MEAN, IMAGENET_STD, RESIZE_SIZE, official_transform, resize_and_crop
 
 # DeiT's eval transform (timm's create_transform(224, is_training=False, interpolation="bicubic", crop_pct=0.875)
 # builds the same four steps).

@@ -100,7 +100,7 @@ import pytest
 import torch
 import ttnn
 
-from deit_tt import runtime
+from deit_tt.backends import runtime
 from deit_tt import sharding as sh
 from deit_tt.sharding import BLOCK, COL_MAJOR, HEIGHT, ROW_MAJOR, WIDTH, ShardingRuleError, sharded_memory_config
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import ttnn
 
-from deit_tt import runtime
+from deit_tt.backends import runtime
 from deit_tt.errors import UserFacingError
 
 
@@ -74,7 +74,7 @@ def test_host_conversion_to_block_floats_works_without_a_card():
 
 
 def test_auto_executor_without_a_card_is_the_host_with_a_labelled_banner(no_card, monkeypatch):
-    monkeypatch.delenv(runtime.EXECUTOR_ENV, raising=False)
+    monkeypatch.delenv("DEIT_TT_EXECUTOR", raising=False)
     selected = runtime.select_runtime()
     assert selected.executor == "host" and selected.device is None and selected.computes_values
     banner = selected.banner()
@@ -82,8 +82,8 @@ def test_auto_executor_without_a_card_is_the_host_with_a_labelled_banner(no_card
 
 
 def test_chip_and_executor_come_from_the_environment(no_card, monkeypatch):
-    monkeypatch.setenv(runtime.EXECUTOR_ENV, "host")
-    monkeypatch.setenv(runtime.CHIP_ENV, "p150")
+    monkeypatch.setenv("DEIT_TT_EXECUTOR", "host")
+    monkeypatch.setenv("DEIT_TT_CHIP", "p150")
     selected = runtime.select_runtime()
     assert selected.chip.name == "p150" and selected.grid == (11, 10)
 

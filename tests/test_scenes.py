@@ -1,6 +1,6 @@
 """The generated scenes and the distillation training path (teacher, then a student with both heads).
 
-A full training run is a job for ``python -m deit_tt.train_shapes``; here one tiny run checks that the
+A full training run is a job for ``python -m deit_tt.training.train_shapes``; here one tiny run checks that the
 whole path works and that what it saves loads as a distilled checkpoint with the scene labels.
 """
 
@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from deit_tt.checkpoint import load_checkpoint
+from deit_tt.checkpoints.loading import load_checkpoint
 from transformers import DeiTForImageClassificationWithTeacher
 
-from deit_tt.distillation import TrainSettings, crop_offsets, crop_positions, scene_pixels, student_config, warmup_cosine
-from deit_tt.labels import head_class_names
-from deit_tt.scenes import SCENE_CLASSES, SCENE_SIZE, render_scene, write_splits
-from deit_tt.teacher import load_teacher
-from deit_tt.builtin_models import TEACHER_FILE, TRAINING_RECORD
-from deit_tt.train_shapes import run
+from deit_tt.training.distillation import TrainSettings, crop_offsets, crop_positions, scene_pixels, student_config, warmup_cosine
+from deit_tt.checkpoints.labels import head_class_names
+from deit_tt.data.scenes import SCENE_CLASSES, SCENE_SIZE, render_scene, write_splits
+from deit_tt.training.teacher import load_teacher
+from deit_tt.checkpoints.builtin import TEACHER_FILE, TRAINING_RECORD
+from deit_tt.training.train_shapes import run
 
 
 def test_scenes_are_deterministic_balanced_and_keep_the_object_in_the_crop(tmp_path):

@@ -1,6 +1,6 @@
 """The built-in shapes:tiny checkpoint: a DeiT-tiny that has learned something, checked through ttnn.
 
-It was trained by ``python -m deit_tt.train_shapes`` (not in CI) on the generated scenes; every held-out
+It was trained by ``python -m deit_tt.training.train_shapes`` (not in CI) on the generated scenes; every held-out
 scene is regenerated here from its seed. The ttnn pipeline runs on the host executor with the defaults a
 user gets (bfloat8_b policy, tensix numerics).
 """
@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from deit_tt.builtin_models import BUILT_IN_MODELS, TEACHER_FILE, training_record
-from deit_tt.checkpoint import CheckpointError, load_checkpoint
-from deit_tt.held_out import held_out_summary, held_out_table, localisation_rates, shapes_teacher
-from deit_tt.hub import is_hub_id
-from deit_tt.labels import head_class_names
+from deit_tt.checkpoints.builtin import BUILT_IN_MODELS, TEACHER_FILE, training_record
+from deit_tt.checkpoints.loading import CheckpointError, load_checkpoint
+from deit_tt.training.held_out import held_out_summary, held_out_table, localisation_rates, shapes_teacher
+from deit_tt.checkpoints.hub import is_hub_id
+from deit_tt.checkpoints.labels import head_class_names
 from deit_tt.pipeline import build_pipeline
-from deit_tt.scenes import SCENE_CLASSES, render_scene
+from deit_tt.data.scenes import SCENE_CLASSES, render_scene
 
 REPO = Path(__file__).resolve().parents[1]
 HELD_OUT = 1000  # test scenes 0..999, 100 per class: on 200, one image is half a point
@@ -60,7 +60,7 @@ def test_an_unknown_built_in_name_is_a_one_line_error():
 def test_a_model_not_trained_on_the_scenes_has_no_teacher_or_training_record(tiny_checkpoint):
     with pytest.raises(ValueError, match="'random:tiny' has no teacher beside it"):
         shapes_teacher(tiny_checkpoint)
-    with pytest.raises(ValueError, match="'random:tiny' was not trained by deit_tt.train_shapes"):
+    with pytest.raises(ValueError, match="'random:tiny' was not trained by deit_tt.training.train_shapes"):
         training_record("random:tiny")
     assert training_record("shapes:tiny")["settings"]["layers"] == 12
 

@@ -11,8 +11,8 @@ import torch
 import ttnn
 
 from deit_tt import sharding as sh
-from deit_tt.checkpoint import random_config
-from deit_tt.runtime import CHIPS
+from deit_tt.checkpoints.loading import random_config
+from deit_tt.backends.runtime import CHIPS
 from deit_tt.sharding import ModelDims, ShardingRuleError, attention_mask, compare_with_published, make_plan
 
 SIZES = ("tiny", "small", "base")
@@ -512,7 +512,7 @@ def test_attention_mask_converts_to_tile_layout():
 
 
 def _run_plan(capsys, *argv):
-    from deit_tt.commands import plan as command
+    from deit_tt.cli import plan as command
 
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)

@@ -1,4 +1,4 @@
-"""Traced two-queue steady state (deit_tt.steady_state) on tt-metal's mock device, as far as the mock goes.
+"""Traced two-queue steady state (deit_tt.backends.tracing) on tt-metal's mock device, as far as the mock goes.
 
 In process (the n150 mock): the device opened with the derived trace region and two command queues, the
 persistent staging buffer, the copy on CQ 1, events, the forward from the staged input, and the trace input
@@ -18,12 +18,13 @@ import pytest
 import torch
 import ttnn
 
-from deit_tt import runtime, steady_state
-from deit_tt.checkpoint import random_checkpoint
-from deit_tt.conversion import convert_parameters
+from deit_tt.backends import runtime
+from deit_tt.backends import tracing as steady_state
+from deit_tt.checkpoints.loading import random_checkpoint
+from deit_tt.model.conversion import convert_parameters
 from deit_tt.errors import UserFacingError
 from deit_tt.pipeline import DeiTPipeline, build_pipeline, plan_for, trace_region_for
-from deit_tt.policy import get_policy
+from deit_tt.model.policy import get_policy
 from test_mock_device import needs_mock
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import pytest
 import torch
 import ttnn
 
-from deit_tt import tensix_numerics as tn
+from deit_tt.backends import tensix_numerics as tn
 from deit_tt.errors import UserFacingError
 
 FIDELITY = ttnn.MathFidelity
@@ -122,18 +122,18 @@ def test_gelu_at_the_segment_ends(x, expected):
 
 
 def test_numerics_name_is_checked(monkeypatch):
-    monkeypatch.setenv(tn.NUMERICS_ENV, "exact")
+    monkeypatch.setenv("DEIT_TT_NUMERICS", "exact")
     with pytest.raises(UserFacingError, match="use one of ideal, tensix"):
         tn.resolve_numerics()
-    monkeypatch.delenv(tn.NUMERICS_ENV)
+    monkeypatch.delenv("DEIT_TT_NUMERICS")
     assert tn.resolve_numerics() == "tensix"
     assert tn.resolve_numerics("ideal") == "ideal"
 
 
 def test_changing_a_config_in_the_plan_changes_the_emulation(tiny_checkpoint):
     """QKV at HiFi2 instead of LoFi changes the tensix host's QKV output, and only under tensix numerics."""
-    from deit_tt.executor import HostExecutor
-    from deit_tt.model import TtDeiT
+    from deit_tt.backends.executor import HostExecutor
+    from deit_tt.model.deit import TtDeiT
     from deit_tt.pipeline import build_pipeline
     from deit_tt.sharding import with_matmul_compute
 

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import pytest
 import torch
 
-from deit_tt.widgets import MAX_UPLOAD_MB, MEGABYTE, SERVER_DEFAULT_MB, ClassifierWidget
+from deit_tt.analysis.widgets import MAX_UPLOAD_MB, MEGABYTE, SERVER_DEFAULT_MB, ClassifierWidget
 from lab_server import SERVER_CONFIG_DIR
 from test_classify import SHALLOW_LAYERS, shallow_pipeline, tiny_pipeline
 from test_images import DATA_IMAGES, INVALID_KINDS, VALID_KINDS, kind_bytes, kind_filename
@@ -177,7 +177,7 @@ def test_repo_server_config_lets_the_largest_upload_through():
 
 def test_full_depth_model_and_maps_match_attention_module():
     """random:tiny (12 layers): the widget's maps are the attention module's on the pipeline's own captures."""
-    from deit_tt import attention
+    from deit_tt.analysis import attention
 
     class Recorder:
         def __init__(self, pipeline):

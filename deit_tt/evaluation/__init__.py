@@ -24,8 +24,8 @@ For a checkpoint without a distillation head, ``average`` and ``cls`` are the sa
 Corrupt images are recorded with their error message and counted; they never stop a run, and
 accuracy is computed over the images that could be decoded.
 
-Datasets: ``deit_tt.datasets.open_evaluation_dataset`` picks ImageNet-1k (``deit_tt.imagenet``) or
-labelled class folders (``deit_tt.class_folders``) for a checkpoint.
+Datasets: ``deit_tt.data.datasets.open_evaluation_dataset`` picks ImageNet-1k (``deit_tt.data.imagenet``) or
+labelled class folders (``deit_tt.data.class_folders``) for a checkpoint.
 
 Modules: ``preprocess`` (what is applied to each image), ``decoding`` (worker processes), ``header``
 and ``results`` (the results file), ``run`` (the loop), ``metrics`` (the summary), ``reports``
@@ -35,7 +35,6 @@ and ``results`` (the results file), ``run`` (the loop), ``metrics`` (the summary
 from deit_tt.evaluation.decoding import LoadedBatch, default_workers, iterate_batches
 from deit_tt.evaluation.defaults import (
     REFERENCE_AUTO_IMAGES,
-    RESULTS_DIR_ENV,
     compare_reference_by_default,
     compare_reference_for,
     default_results_dir,

@@ -12,7 +12,7 @@ import torch
 
 from deit_tt.evaluation.errors import EvaluationError
 from deit_tt.evaluation.preprocess import Preprocessor
-from deit_tt.imagenet import ImageNetDataset, Sample
+from deit_tt.data.imagenet import ImageNetDataset, Sample
 
 
 @dataclass
@@ -37,7 +37,7 @@ class _BatchDataset(torch.utils.data.Dataset):
         return len(self.batches)
 
     def __getitem__(self, index: int) -> LoadedBatch:
-        from deit_tt.images import ImageError
+        from deit_tt.data.images import ImageError
 
         start = time.perf_counter()
         samples = self.batches[index]

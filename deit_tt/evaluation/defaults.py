@@ -9,17 +9,17 @@ never meet in one file and the same run always finds its file, from any working 
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
-RESULTS_DIR_ENV = "DEIT_TT_RESULTS_DIR"
+from deit_tt import settings
+
 # The fp32 PyTorch reference runs on the CPU beside the model: affordable for a sample, not for 50,000 images.
 REFERENCE_AUTO_IMAGES = 2000
 
 
 def default_results_dir() -> Path:
-    return Path(os.environ.get(RESULTS_DIR_ENV) or "~/.cache/deit_tt/evaluation").expanduser()
+    return settings.RESULTS_DIR.path()
 
 
 def default_results_path(pipeline, dataset, preprocess="official", compare_reference: bool = False, results_dir=None) -> Path:

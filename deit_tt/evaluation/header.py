@@ -13,9 +13,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from deit_tt.checkpoint import RANDOM_SIZES
+from deit_tt.checkpoints.loading import RANDOM_SIZES
 from deit_tt.evaluation.errors import EvaluationError
-from deit_tt.labels import head_class_names, imagenet_class_names
+from deit_tt.checkpoints.labels import head_class_names, imagenet_class_names
 
 RESULTS_FORMAT = "deit-tt-evaluation-results/1"
 _SIZES = {hidden: size for size, (hidden, _) in RANDOM_SIZES.items()}  # hidden size -> DeiT size

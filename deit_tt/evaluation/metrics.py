@@ -8,7 +8,7 @@ from collections import Counter
 from typing import Callable, Sequence
 
 from deit_tt.evaluation.results import read_results
-from deit_tt.labels import NUM_CLASSES, imagenet_class_names, imagenet_synsets, short_name
+from deit_tt.checkpoints.labels import NUM_CLASSES, imagenet_class_names, imagenet_synsets, short_name
 
 SUMMARY_FORMAT = "deit-tt-evaluation-summary/1"
 HEADS = ("average", "cls", "distillation")

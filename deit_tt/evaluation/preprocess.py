@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from deit_tt.evaluation.errors import EvaluationError
-from deit_tt.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PREPROCESSING_MODES, load_image_processor, official_transform
+from deit_tt.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD, PREPROCESSING_MODES, load_image_processor, official_transform
 
 # The Hub preprocessor_config.json of facebook/deit-base-distilled-patch16-224: used for ``hf``
 # preprocessing of random:* checkpoints, which have no processor of their own.

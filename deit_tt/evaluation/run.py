@@ -16,8 +16,8 @@ from deit_tt.evaluation.header import run_header
 from deit_tt.evaluation.metrics import TOP_K, is_correct, summarize
 from deit_tt.evaluation.preprocess import Preprocessor
 from deit_tt.evaluation.results import ResultsWriter
-from deit_tt.imagenet import ImageNetDataset
-from deit_tt.labels import head_class_names
+from deit_tt.data.imagenet import ImageNetDataset
+from deit_tt.checkpoints.labels import head_class_names
 
 
 @dataclass
@@ -111,7 +111,7 @@ def _check_labels(pipeline, dataset: ImageNetDataset) -> None:
     config = getattr(checkpoint, "config", None)
     if config is None:
         return
-    advice = "open it for this checkpoint: deit_tt.datasets.open_evaluation_dataset(path, pipeline.checkpoint)"
+    advice = "open it for this checkpoint: deit_tt.data.datasets.open_evaluation_dataset(path, pipeline.checkpoint)"
     if dataset.class_names is not None and dataset.class_names != head_class_names(config):
         raise EvaluationError(f"{dataset.root} was matched to the labels of another checkpoint, not {checkpoint.name}'s; {advice}")
     highest = max((sample.label for sample in dataset.samples), default=-1)
@@ -165,7 +165,7 @@ def _top_k(logits: torch.Tensor) -> list[list[int]]:
 
 
 def _reference_records(model, pixel_values: torch.Tensor, logits: torch.Tensor) -> list[dict]:
-    from deit_tt.pcc import pcc
+    from deit_tt.analysis.pcc import pcc
 
     with torch.no_grad():
         reference = model(pixel_values=pixel_values.float()).logits.float()

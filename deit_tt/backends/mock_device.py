@@ -1,0 +1,145 @@
+"""tt-metal's mock device: ttnn's own host side of every op, on a machine without a card.
+
+With ``TT_METAL_MOCK_CLUSTER_DESC_PATH`` set, every driver call is a no-op, yet ``ttnn.open_device``
+works and each op runs its validators, program factory, circular-buffer set-up and the real L1/DRAM
+allocator. No kernel computes anything: output values are garbage. What remains in the way is the
+JIT build, which insists on SFPI's ``riscv-tt-elf-g++``. When that toolchain is not installed, this
+module builds a *mock runtime root* once, in the cache directory: a mirror of the installed ttnn
+package made of symlinks, whose ``runtime/sfpi`` holds a stub compiler (``assets/mock_sfpi``) built
+on GNU binutils. ``TT_METAL_RUNTIME_ROOT`` points ttnn at it; the venv is never modified.
+
+ttnn reads these variables once per process, at its first tensor conversion, so they are set by
+``deit_tt.backends.runtime`` before that, and a process that initialised ttnn for one chip cannot mock another.
+Facts and measurements: ``shared/reference/mock-device-dry-run.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import ttnn
+
+from deit_tt import settings
+from deit_tt.errors import UserFacingError
+
+RUNTIME_ROOT_ENV = "TT_METAL_RUNTIME_ROOT"
+JIT_CACHE_ENV = "TT_METAL_CACHE"
+COMPILER = "riscv-tt-elf-g++"
+BINUTILS = ("riscv64-unknown-elf-as", "riscv64-unknown-elf-ld")
+BINUTILS_PACKAGE = "binutils-riscv64-unknown-elf"
+# Where tt-metal looks for a real SFPI toolchain (jit_build/build.cpp: "sfpi not found at ...").
+REAL_SFPI_LOCATIONS = (Path(ttnn.__file__).parent / "runtime" / "sfpi", Path("/opt/tenstorrent/sfpi"))
+# The compiler's own version, printed after the SFPI release in its --version line; the release comes
+# from ttnn's tt_metal/sfpi-version. The firmware build key is derived from this line, and for the
+# toolchain ttnn 0.81.1 was built with it selects firmware that the wheel ships precompiled.
+SFPI_GCC_VERSION = "15.1.0"
+
+NO_VALUES = "mock device: ops validated and allocated by ttnn, no values computed"
+
+
+class MockDeviceError(UserFacingError):
+    """The mock device cannot be prepared or opened; the message says what to do."""
+
+
+def real_sfpi() -> Path | None:
+    """The installed SFPI toolchain, when there is one: then the mock compiles the real kernels."""
+    for location in REAL_SFPI_LOCATIONS:
+        if (location / "compiler" / "bin" / COMPILER).is_file():
+            return location
+    return None
+
+
+def sfpi_version_line() -> str:
+    """``riscv-tt-elf-g++ (tenstorrent/sfpi:<release>[<build>]) <gcc>``, from ttnn's sfpi-version file."""
+    text = (Path(ttnn.__file__).parent / "tt_metal" / "sfpi-version").read_text()
+    fields = dict(re.findall(r"^(sfpi_version|sfpi_build)='([^']*)'", text, flags=re.MULTILINE))
+    return f"{COMPILER} (tenstorrent/sfpi:{fields['sfpi_version']}[{fields['sfpi_build']}]) {SFPI_GCC_VERSION}"
+
+
+def missing_binutils() -> list[str]:
+    return [tool for tool in BINUTILS if shutil.which(tool) is None]
+
+
+def can_build() -> bool:
+    """True when the mock device's kernels can be built here: a real SFPI toolchain, or binutils for the stub."""
+    return real_sfpi() is not None or not missing_binutils()
+
+
+def require_binutils() -> None:
+    missing = missing_binutils()
+    if missing:
+        raise MockDeviceError(
+            f"the mock device needs {', '.join(missing)} to build its stub kernels: "
+            f"install Debian's {BINUTILS_PACKAGE} (apt-get install {BINUTILS_PACKAGE})"
+        )
+
+
+def mock_root_dir() -> Path:
+    """One mock runtime root per installed ttnn and stub version, under the deit_tt cache directory."""
+    from deit_tt.backends.runtime import ttnn_version
+
+    stub_digest = hashlib.sha256(_stub_text().encode()).hexdigest()[:12]
+    return settings.CACHE.path() / "mock-runtime" / f"ttnn-{ttnn_version()}-stub-{stub_digest}"
+
+
+def prepare_runtime_root() -> Path:
+    """Build (once) and return the mock runtime root: the ttnn package mirrored with symlinks, the stub as SFPI.
+
+    Built in a temporary directory and published by an atomic rename, so concurrent processes and an
+    interrupted build never leave a half-made root behind.
+    """
+    require_binutils()
+    root = mock_root_dir()
+    if (root / "runtime" / "sfpi" / "compiler" / "bin" / COMPILER).is_file():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent))
+    package = Path(ttnn.__file__).parent
+    for entry in package.iterdir():
+        if entry.name != "runtime":
+            (staging / entry.name).symlink_to(entry)
+    (staging / "runtime").mkdir()
+    for entry in (package / "runtime").iterdir():
+        if entry.name != "sfpi":
+            (staging / "runtime" / entry.name).symlink_to(entry)
+    compiler = staging / "runtime" / "sfpi" / "compiler" / "bin" / COMPILER
+    compiler.parent.mkdir(parents=True)
+    compiler.write_text(_stub_text())
+    compiler.chmod(0o755)
+    try:
+        staging.rename(root)
+    except OSError:  # another process published the same root first
+        shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
+def kernel_source() -> str:
+    """What builds the mock device's kernels, for banners."""
+    if os.environ.get(RUNTIME_ROOT_ENV) and not os.environ[RUNTIME_ROOT_ENV].startswith(str(settings.CACHE.path())):
+        return f"kernels built by the toolchain of ${RUNTIME_ROOT_ENV}={os.environ[RUNTIME_ROOT_ENV]}, not run"
+    if real_sfpi() is not None:
+        return "real kernels compiled by SFPI, not run"
+    return "stub kernels, nothing compiled"
+
+
+def mock_environment() -> dict[str, str]:
+    """The variables that make ttnn's JIT build work on the mock device.
+
+    Empty with a real SFPI toolchain or a user-set runtime root. Stub kernels get a JIT cache of their
+    own, so that they can never be picked up by a run on a card.
+    """
+    if real_sfpi() is not None or RUNTIME_ROOT_ENV in os.environ:
+        return {}
+    root = prepare_runtime_root()
+    return {RUNTIME_ROOT_ENV: str(root), JIT_CACHE_ENV: f"{root.parent / 'jit-cache'}/"}  # tt-metal appends to it as a string
+
+
+def _stub_text() -> str:
+    template = resources.files("deit_tt").joinpath(f"assets/mock_sfpi/{COMPILER}").read_text()
+    return template.replace("@VERSION_LINE@", sfpi_version_line())

@@ -1,0 +1,202 @@
+"""One forward on the mock device, recorded op by op: what ttnn accepted, and what its allocator held.
+
+``RecordingExecutor`` wraps the device executor: every op the model issues runs unchanged, and after
+it the executor records the op, the memory configs and shard shapes of its inputs and output, and the
+L1 the real allocator holds per core (``ttnn.get_memory_view``: the allocator keeps L1 banks in
+lockstep, so one bank's figure is every core's). The records are the measured table; the sharding
+plan's per-core estimate is set beside each op whose config it derived. Values are never read back:
+the mock device computes none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+import ttnn
+
+from deit_tt.backends.executor import DeviceExecutor
+
+
+@dataclass(frozen=True)
+class OpRecord:
+    index: int
+    op: str  # ttnn op name
+    config: str  # the plan attribute the op was configured with ("" when it takes no plan config)
+    inputs: tuple[str, ...]
+    output: str
+    l1_allocated: int  # bytes per core held by L1 buffers right after the op
+    l1_largest_free: int  # largest contiguous free block per core right after the op
+
+
+class RecordingExecutor(DeviceExecutor):
+    """A ``DeviceExecutor`` that records every op (see the module docstring)."""
+
+    def __init__(self, device, plan):
+        super().__init__(device)
+        self.records: list[OpRecord] = []
+        self._config_names = plan_config_names(plan)
+
+    def run(self, op, *args, **kwargs):
+        output = super().run(op, *args, **kwargs)
+        view = ttnn.get_memory_view(self.device, ttnn.BufferType.L1)
+        outputs = output if isinstance(output, (list, tuple)) else (output,)
+        unique_outputs = dict.fromkeys(describe_placement(t) for t in outputs)
+        self.records.append(
+            OpRecord(
+                index=len(self.records),
+                op=op_name(op),
+                config=self._config_of(args, kwargs),
+                inputs=tuple(describe_placement(t) for t in _tensors(args, kwargs)),
+                output=", ".join(unique_outputs),
+                l1_allocated=view.total_bytes_allocated_per_bank,
+                l1_largest_free=view.largest_contiguous_bytes_free_per_bank,
+            )
+        )
+        return output
+
+    def _config_of(self, args, kwargs) -> str:
+        """The plan attribute among the op's arguments: a program config first, else a memory config."""
+        candidates = [kwargs.get("program_config"), *args[1:], kwargs.get("memory_config")]
+        for candidate in candidates:
+            name = self._config_names.get(id(candidate))
+            if name is not None:
+                return name
+        return ""
+
+
+def describe_placement(tensor) -> str:
+    """Where a device tensor lives, compactly: ``L1 block 224x96@8x8 bfloat8_b``, ``DRAM interleaved bfloat16``."""
+    config = tensor.memory_config()
+    layout = _name(config.memory_layout).removesuffix("_SHARDED").lower()
+    where = f"{_name(config.buffer_type)} {layout}"
+    spec = config.shard_spec
+    if spec is not None:
+        box = spec.grid.bounding_box()
+        cols, rows = box.end.x - box.start.x + 1, box.end.y - box.start.y + 1
+        cores = f"{cols}x{rows}" if spec.num_cores() == cols * rows else f"{spec.num_cores()} cores"
+        where += f" {spec.shape[0]}x{spec.shape[1]}@{cores}"
+    return f"{where} {_name(tensor.dtype).lower()}"
+
+
+def records_table(records: list[OpRecord], plan, l1_bank_bytes: int) -> pd.DataFrame:
+    """The measured per-op table, with the plan's estimate beside each op it configured."""
+    estimates = _estimates_by_config(plan)
+    rows = []
+    for record in records:
+        estimate = estimates.get(record.config)
+        rows.append(
+            {
+                "#": record.index,
+                "op": record.op,
+                "plan config": record.config,
+                "inputs": "; ".join(record.inputs),
+                "output": record.output,
+                "L1 allocated/core": record.l1_allocated,
+                "L1 %": round(100.0 * record.l1_allocated / l1_bank_bytes, 1),
+                "largest free": record.l1_largest_free,
+                "plan estimate": estimate,
+                "difference": None if estimate is None else record.l1_allocated - estimate,
+            }
+        )
+    table = pd.DataFrame(rows)
+    return table.astype({"plan estimate": "Int64", "difference": "Int64"})
+
+
+def dry_run(pipeline) -> list[OpRecord]:
+    """One forward of ``pipeline``'s model on its (mock) device with a recording executor; returns the records."""
+    model = pipeline.model
+    recorder = RecordingExecutor(pipeline.runtime.device, pipeline.plan)
+    executor, model.executor = model.executor, recorder
+    try:
+        dims = pipeline.plan.dims
+        model(torch.zeros(model.images_per_forward, 3, dims.image_size, dims.image_size))
+    finally:
+        model.executor = executor
+    return recorder.records
+
+
+def peak(records: list[OpRecord]) -> OpRecord:
+    """The first op after which the allocator held the most L1."""
+    return max(records, key=lambda record: (record.l1_allocated, -record.index))
+
+
+def plan_config_names(plan) -> dict[int, str]:
+    """id() of every config and memory config object of the plan -> its attribute name."""
+    named = {**plan.memory_configs(), **plan.configs()}
+    return {id(config): name for name, config in named.items()}
+
+
+def _estimates_by_config(plan) -> dict[str, int]:
+    """The plan's per-core L1 estimate for each config name (the largest where several ops share one)."""
+    estimates: dict[str, int] = {}
+    table = plan.table()
+    for config, estimate in zip(table["config"], table["L1 bytes/core"]):
+        for name in config.split(" + "):
+            estimates[name] = max(estimates.get(name, 0), int(estimate))
+    return estimates
+
+
+def _tensors(args, kwargs):
+    for value in (*args, *kwargs.values()):
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(item, ttnn.Tensor):
+                yield item
+
+
+def op_name(op) -> str:
+    return getattr(op, "python_fully_qualified_name", None) or getattr(op, "__name__", str(op))
+
+
+def _name(enum_value) -> str:
+    return str(enum_value).split(".")[-1]
+
+
+@dataclass
+class L1Report:
+    """Per-op L1 of one forward: measured by ttnn's allocator where a device (or the mock) can run, else estimated."""
+
+    measured: bool
+    source: str  # one line saying where the figures come from
+    table: pd.DataFrame  # records_table(...) when measured, plan.table() when estimated
+    peak_bytes: int
+    bank_bytes: int
+
+
+def l1_report(checkpoint, policy, batch: int, runtime) -> L1Report:
+    """The forward's per-core L1 on ``runtime``'s device, on the mock device of its chip, or the plan's estimate.
+
+    On the host the mock device is opened in this process, which works when ttnn was set up for the same chip
+    and the stub toolchain can be built; otherwise the reason is given and the plan's estimate is returned.
+    """
+    from deit_tt.backends.mock_device import MockDeviceError
+    from deit_tt.pipeline import DeiTPipeline, plan_for
+    from deit_tt.backends.runtime import open_mock
+
+    device_runtime, opened = runtime, False
+    if runtime.device is None:
+        try:
+            device_runtime, opened = open_mock(runtime.chip.name), True
+        except MockDeviceError as reason:
+            table = plan_for(checkpoint.config, policy, batch, runtime).table()
+            return L1Report(
+                False, f"estimated by the sharding plan (the mock device cannot run here: {reason})", table,
+                int(table["L1 bytes/core"].max()), runtime.l1_bytes_per_core,
+            )
+    try:
+        pipeline = DeiTPipeline(checkpoint, device_runtime, policy, batch)
+        try:
+            records = dry_run(pipeline)
+        finally:
+            pipeline.model.release()
+        bank = device_runtime.l1_bytes_per_core
+        where = "the mock device" if device_runtime.executor == "mock" else "the card"
+        return L1Report(
+            True, f"measured by ttnn's allocator on {where} ({device_runtime.chip.name}), one forward",
+            records_table(records, pipeline.plan, bank), peak(records).l1_allocated, bank,
+        )
+    finally:
+        if opened:
+            device_runtime.close()
+

@@ -1,0 +1,108 @@
+"""``python -m deit_tt evaluate --data DIR``: top-1 / top-5 per head on ImageNet-1k, or on class folders
+named by the checkpoint's labels (``deit_tt.data.datasets`` says which), resumable.
+
+Predictions are appended batch by batch to a JSON-lines results file (``--out``, default
+``deit_tt.evaluation.default_results_path``, the one notebook 04 uses too); running the same command
+again continues where it stopped (Ctrl-C, a kill, a reboot). The summary JSON is written next to it
+(``<out>.summary.json``) and computed from the results file alone.
+
+Exit status: 0 when at least one image was evaluated, 1 when none could be (all corrupt),
+2 for a usage error (bad dataset layout, bad checkpoint, results file from another run),
+130 when interrupted (the finished batches are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from deit_tt.cli.common import (
+    add_devices_argument,
+    add_executor_argument,
+    add_numerics_argument,
+    add_model_argument,
+    add_policy_argument,
+    pipeline_from_args,
+    refuse_mock_executor,
+)
+from deit_tt.errors import UserFacingError
+
+HELP = "ImageNet-1k or labelled-folder evaluation: top-1/top-5 per head, resumable results file, summary JSON"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from deit_tt.data.imagenet import LAYOUTS
+    from deit_tt.data.preprocessing import PREPROCESSING_MODES
+
+    parser.add_argument("--data", required=True, metavar="DIR", help="ImageNet validation images (synset folders, flat folder + LOC_val_solution.csv, or a Hugging Face imagenet-1k copy), "
+                        "or one folder of images per class named by the checkpoint's labels (config.id2label)")
+    parser.add_argument("--layout", choices=LAYOUTS, default="auto", help="dataset layout (default: auto-detect); flat and hf are ImageNet only")
+    parser.add_argument("--ground-truth", metavar="FILE", default=None, help="LOC_val_solution.csv for a flat folder (default: looked up in DIR and its parent)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N images (evaluation order: sorted image ids for ImageNet, classes in turn for labelled folders)")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="B", help="images per forward pass per chip (default: $DEIT_TT_BATCH, then 8)")
+    parser.add_argument("--preprocess", choices=PREPROCESSING_MODES, default="official", help="official DeiT eval recipe (default) or the checkpoint's own HF image processor")
+    parser.add_argument("--out", metavar="FILE", default=None, help="results file (JSON lines) to write or resume (default: $DEIT_TT_RESULTS_DIR or ~/.cache/deit_tt/evaluation, "
+                        "<model>-<executor>[-<numerics>]-<policy>-<preprocess>[-reference]-<data folder>-<fingerprint>.jsonl)")
+    parser.add_argument("--restart", action="store_true", help="discard an existing results file instead of resuming it")
+    add_model_argument(parser)
+    add_executor_argument(parser)
+    add_numerics_argument(parser)
+    add_devices_argument(parser)
+    add_policy_argument(parser)
+    parser.add_argument("--compare-reference", action="store_true", help="also run the PyTorch fp32 Hugging Face model on every batch: top-1 agreement, logits PCC")
+    parser.add_argument("--workers", type=int, default=None, metavar="W", help="image-decoding worker processes (default: cores - 1, at most 4; 0 = decode in the main process)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from deit_tt.checkpoints.loading import load_checkpoint
+    from deit_tt.data.datasets import open_evaluation_dataset, require_folder
+    from deit_tt.evaluation import Preprocessor, default_results_path, evaluate, format_summary, summary_path_for, write_summary
+
+    if args.limit is not None and args.limit < 1:
+        raise UserFacingError(f"--limit must be at least 1, got {args.limit}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserFacingError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.workers is not None and args.workers < 0:
+        raise UserFacingError(f"--workers must be 0 or more, got {args.workers}")
+    refuse_mock_executor(args, "evaluate")
+    require_folder(args.data)  # before the model: fail fast on a missing folder
+    checkpoint = load_checkpoint(args.model)
+    dataset = open_evaluation_dataset(args.data, checkpoint, args.layout, args.ground_truth)  # before converting weights
+    pipeline = pipeline_from_args(args, "evaluate", checkpoint)
+    try:
+        print(pipeline.banner(), flush=True)
+        print(dataset.describe(), flush=True)
+        for note in dataset.notes:
+            print(f"note: {note}")
+        preprocessor = Preprocessor(args.preprocess, pipeline.checkpoint.name)
+        print(f"preprocessing: {preprocessor.description}", flush=True)
+        out = Path(args.out) if args.out else default_results_path(pipeline, dataset, preprocessor, args.compare_reference)
+        print(f"results file: {out}", flush=True)
+        try:
+            result = evaluate(
+                pipeline,
+                dataset,
+                out,
+                limit=args.limit,
+                preprocess=preprocessor,
+                workers=args.workers,
+                compare_reference=args.compare_reference,
+                progress=not args.no_progress,
+                restart=args.restart,
+            )
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: finished batches are saved in {out}; run the same command again to resume", file=sys.stderr)
+            return 130
+    finally:
+        pipeline.close()
+
+    summary_path = write_summary(result.summary, summary_path_for(result.results_path))
+    print()
+    print(format_summary(result.summary))
+    print(f"\nsummary written to {summary_path}")
+    if result.summary["images"]["evaluated"] == 0:
+        print("error: no image could be evaluated (all corrupt?)", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,1 @@
+"""Images in, pixel values out: decoding, DeiT's preprocessing, ImageNet and class folders, the generated scenes."""
