@@ -6,9 +6,14 @@ Predictions are appended batch by batch to a JSON-lines results file (``--out``,
 again continues where it stopped (Ctrl-C, a kill, a reboot). The summary JSON is written next to it
 (``<out>.summary.json``) and computed from the results file alone.
 
+One evaluation at a time writes a results file: a second one on the same file stops at once with a
+line naming the process that holds it (``deit_tt.evaluation.results.ResultsLock``). ``--restart``
+replaces only a results file, never another kind of file given as ``--out``.
+
 Exit status: 0 when at least one image was evaluated, 1 when none could be (all corrupt),
-2 for a usage error (bad dataset layout, bad checkpoint, results file from another run),
-130 when interrupted (the finished batches are kept).
+2 for a usage error (bad dataset layout, bad checkpoint, bad setting, results file from another run or in
+use by another evaluation, a place that cannot be written, non-finite logits), 130 when interrupted
+(the finished batches are kept in every case).
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ from deit_tt.cli.common import (
     add_numerics_argument,
     add_model_argument,
     add_policy_argument,
+    checked_batch_size,
     pipeline_from_args,
+    planned_executor,
     refuse_mock_executor,
+    tolerate_undecodable_names,
 )
 from deit_tt.errors import UserFacingError
 
@@ -56,29 +64,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
     from deit_tt.checkpoints.loading import load_checkpoint
     from deit_tt.data.datasets import open_evaluation_dataset, require_folder
-    from deit_tt.evaluation import Preprocessor, default_results_path, evaluate, format_summary, summary_path_for, write_summary
+    from deit_tt.evaluation import Preprocessor, ResultsLock, check_results_target, default_results_dir, results_path_for
 
+    tolerate_undecodable_names()
     if args.limit is not None and args.limit < 1:
         raise UserFacingError(f"--limit must be at least 1, got {args.limit}")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise UserFacingError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.workers is not None and args.workers < 0:
         raise UserFacingError(f"--workers must be 0 or more, got {args.workers}")
+    checked_batch_size(args)
     refuse_mock_executor(args, "evaluate")
     require_folder(args.data)  # before the model: fail fast on a missing folder
-    checkpoint = load_checkpoint(args.model)
-    dataset = open_evaluation_dataset(args.data, checkpoint, args.layout, args.ground_truth)  # before converting weights
+    with ExitStack() as held:
+        if args.out:  # checked and locked before anything loads
+            out = check_results_target(args.out)
+            held.enter_context(ResultsLock(out))
+        else:
+            check_results_target(default_results_dir() / "results.jsonl")
+        checkpoint = load_checkpoint(args.model)
+        dataset = open_evaluation_dataset(args.data, checkpoint, args.layout, args.ground_truth)  # before converting weights
+        preprocessor = Preprocessor(args.preprocess, checkpoint.name)
+        if not args.out:
+            executor, numerics = planned_executor(args)
+            out = results_path_for(checkpoint, executor, numerics, args.dtype_policy, dataset, preprocessor, args.compare_reference)
+            check_results_target(out)
+            held.enter_context(ResultsLock(out))
+        return _evaluate(args, checkpoint, dataset, preprocessor, out)
+
+
+def _evaluate(args: argparse.Namespace, checkpoint, dataset, preprocessor, out: Path) -> int:
+    from deit_tt.evaluation import default_results_path, evaluate, format_summary, summary_path_for, write_summary
+
     pipeline = pipeline_from_args(args, "evaluate", checkpoint)
     try:
         print(pipeline.banner(), flush=True)
         print(dataset.describe(), flush=True)
         for note in dataset.notes:
             print(f"note: {note}")
-        preprocessor = Preprocessor(args.preprocess, pipeline.checkpoint.name)
         print(f"preprocessing: {preprocessor.description}", flush=True)
-        out = Path(args.out) if args.out else default_results_path(pipeline, dataset, preprocessor, args.compare_reference)
+        if not args.out:  # as predicted before the pipeline was built, unless the pipeline differs
+            out = default_results_path(pipeline, dataset, preprocessor, args.compare_reference)
         print(f"results file: {out}", flush=True)
         try:
             result = evaluate(
@@ -98,7 +126,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         pipeline.close()
 
-    summary_path = write_summary(result.summary, summary_path_for(result.results_path))
+    try:
+        summary_path = write_summary(result.summary, summary_path_for(result.results_path))
+    except OSError as error:
+        raise UserFacingError(
+            f"cannot write the summary next to {result.results_path} ({error.strerror or error}); the results file is complete: "
+            "free space and run the same command again to write it"
+        ) from None
     print()
     print(format_summary(result.summary))
     print(f"\nsummary written to {summary_path}")

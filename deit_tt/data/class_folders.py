@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from deit_tt.data.imagenet import SYNSET_PATTERN, DatasetError, ImageNetDataset, Sample, has_images, is_image_name, quote_examples, scan_folder
+from deit_tt.data.imagenet import SYNSET_PATTERN, DatasetError, ImageNetDataset, Sample, has_images, is_image_entry, quote_examples, scan_folder
 
 _SEPARATORS = re.compile(r'[\s_/\\:*?"<>|]+')
 _SPLIT_FOLDERS = {"train", "val", "validation", "test"}
@@ -144,7 +144,7 @@ def _interleaved(root: Path, folders: list[Path], matched: dict[str, int]) -> li
     """Classes in turn, in label order; files by name within a class."""
     per_class = []
     for folder in sorted(folders, key=lambda f: matched[f.name]):
-        files = sorted(entry.name for entry in os.scandir(folder) if entry.is_file() and is_image_name(entry.name))
+        files = sorted(entry.name for entry in os.scandir(folder) if is_image_entry(entry))
         per_class.append([Sample(f"{folder.name}/{name}", str(folder / name), matched[folder.name]) for name in files])
     longest = max(len(samples) for samples in per_class)
     return [samples[rank] for rank in range(longest) for samples in per_class if rank < len(samples)]

@@ -119,7 +119,7 @@ class ImageNetDataset:
         """Hash of the (image id, label) pairs: the same images with the same labels, whatever the layout or path."""
         digest = hashlib.sha256()
         for sample in sorted(self.samples):
-            digest.update(f"{sample.image_id}\t{sample.label}\n".encode())
+            digest.update(f"{sample.image_id}\t{sample.label}\n".encode(errors="surrogateescape"))  # names need not be UTF-8
         return f"{len(self.samples)}:{digest.hexdigest()[:20]}"
 
     def describe(self) -> str:
@@ -216,9 +216,9 @@ def scan_folder(root: Path) -> tuple[list[Path], list[Path]]:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_dir():
+            if is_folder_entry(entry):
                 subdirs.append(Path(entry.path))
-            elif entry.is_file() and is_image_name(entry.name):
+            elif is_image_entry(entry):
                 images.append(Path(entry.path))
     return sorted(subdirs), sorted(images)
 
@@ -227,10 +227,26 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not name.startswith(".")
 
 
+def is_image_entry(entry: os.DirEntry) -> bool:
+    """An image file (through symlinks); False for an entry that cannot be followed (a symlink loop: ELOOP)."""
+    try:
+        return is_image_name(entry.name) and entry.is_file()
+    except OSError:
+        return False
+
+
+def is_folder_entry(entry: os.DirEntry) -> bool:
+    """A folder (through symlinks); False for an entry that cannot be followed (a symlink loop: ELOOP)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
 def has_images(folder: Path) -> bool:
     try:
         with os.scandir(folder) as entries:
-            return any(entry.is_file() and is_image_name(entry.name) for entry in entries)
+            return any(is_image_entry(entry) for entry in entries)
     except OSError:
         return False
 
@@ -275,7 +291,7 @@ def _open_folder(root: Path) -> ImageNetDataset:
         label = index[folder.name]
         with os.scandir(folder) as entries:
             for entry in entries:
-                if not (entry.is_file() and is_image_name(entry.name)):
+                if not is_image_entry(entry):
                     continue
                 image_id = os.path.splitext(entry.name)[0]
                 if image_id in seen:

@@ -39,6 +39,7 @@ from deit_tt.evaluation.defaults import (
     compare_reference_for,
     default_results_dir,
     default_results_path,
+    results_path_for,
 )
 from deit_tt.evaluation.errors import EvaluationError
 from deit_tt.evaluation.header import HEADER_FIELDS, RESULTS_FORMAT, HeaderField, model_size, run_header
@@ -57,5 +58,5 @@ from deit_tt.evaluation.metrics import (
 )
 from deit_tt.evaluation.preprocess import HUB_PROCESSOR_SOURCE, HUB_PROCESSOR_VALUES, Preprocessor
 from deit_tt.evaluation.reports import format_summary, records_frame, running_accuracy, summary_path_for, summary_table, write_summary
-from deit_tt.evaluation.results import Results, ResultsWriter, read_results
+from deit_tt.evaluation.results import Results, ResultsLock, ResultsWriter, check_results_target, read_results
 from deit_tt.evaluation.run import EvaluationResult, evaluate

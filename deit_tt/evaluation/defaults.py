@@ -25,14 +25,29 @@ def default_results_dir() -> Path:
 def default_results_path(pipeline, dataset, preprocess="official", compare_reference: bool = False, results_dir=None) -> Path:
     """The results file of evaluating ``pipeline`` on ``dataset`` (``preprocess``: a mode or a ``Preprocessor``),
     in ``results_dir`` (default: ``default_results_dir()``)."""
-    checkpoint = pipeline.checkpoint
+    return results_path_for(
+        pipeline.checkpoint,
+        pipeline.runtime.executor,
+        getattr(pipeline, "numerics", None),
+        pipeline.policy.name,
+        dataset,
+        preprocess,
+        compare_reference,
+        results_dir,
+    )
+
+
+def results_path_for(
+    checkpoint, executor: str, numerics: str | None, policy: str, dataset, preprocess="official", compare_reference: bool = False, results_dir=None
+) -> Path:
+    """``default_results_path`` from its parts, known before the pipeline is built (the CLI locks the file first)."""
     mode = getattr(preprocess, "mode", preprocess)
     fingerprint = dataset.fingerprint().split(":")[-1][:8]
     parts = [
         getattr(checkpoint, "short_name", None) or checkpoint.name,
-        pipeline.runtime.executor,
-        *([pipeline.numerics] if getattr(pipeline, "numerics", None) else []),
-        pipeline.policy.name,
+        executor,
+        *([numerics] if numerics else []),
+        policy,
         mode,
         *(["reference"] if compare_reference else []),
         Path(dataset.root).name,

@@ -2,12 +2,19 @@
 
 A batch counts only once its commit line (``{"type": "batch", "images": n, ...}``) is on disk;
 whatever follows the last commit line is discarded when the file is read or resumed.
+
+One process at a time writes a results file: it holds an OS lock (``flock``) on ``<file>.lock``,
+which names it; the OS releases the lock when the process ends, however it ends (even SIGKILL), so a
+crashed run never blocks the next one.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,30 +97,138 @@ def _parse(path: Path, data: bytes) -> tuple[Results | None, int]:
     return Results(header, records, batches, discarded), committed_offset
 
 
+_HEADER_START = b'{"type": "header"'
+
+
+def check_results_target(path: str | os.PathLike) -> Path:
+    """Refuse, with one line, a results path that cannot be written or that holds something else than a
+    results file (which ``--restart`` would destroy). Cheap: the CLI calls it before loading anything."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise EvaluationError(f"results file {path} is a directory; pass --out with a file path (e.g. {path / 'results.jsonl'})")
+    folder = path.parent
+    existing = next((parent for parent in (folder, *folder.parents) if parent.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise EvaluationError(f"cannot create results file {path}: {existing} is a file, not a folder; pass another --out or $DEIT_TT_RESULTS_DIR")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise EvaluationError(f"cannot create results file {path}: folder {existing} is not writable; pass another --out or $DEIT_TT_RESULTS_DIR")
+    if not path.exists():
+        return path
+    if not path.is_file():
+        raise EvaluationError(f"{path} is not a regular file; pass --out with a results file path")
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise EvaluationError(f"results file {path} is read-only; make it writable or pass another --out")
+    with path.open("rb") as handle:
+        first = handle.readline(len(_HEADER_START))
+    if first and not (first.startswith(_HEADER_START) or _HEADER_START.startswith(first)):
+        raise EvaluationError(f"{path} exists and is not a deit-tt results file (neither resumed nor replaced); pass another --out")
+    return path
+
+
+class ResultsLock:
+    """This process's exclusive hold on a results file: ``flock`` on ``<file>.lock``, which names the holder.
+
+    Re-entrant within a process (the CLI takes it before loading the model, ``evaluate`` again when it
+    opens the file); the last ``release`` unlinks the lock file. The OS drops the lock of a dead process.
+    """
+
+    _held: dict[Path, list] = {}  # lock path -> [file descriptor, holders]
+
+    def __init__(self, path: str | os.PathLike):
+        self.results_path = Path(path).expanduser()
+        self.path = self.results_path.with_name(self.results_path.name + ".lock")
+        key = self.path.absolute()
+        if key in self._held:
+            self._held[key][1] += 1
+        else:
+            self._held[key] = [self._acquire(), 1]
+        self._key = key
+
+    def _acquire(self) -> int:
+        while True:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as error:
+                raise EvaluationError(f"cannot create the lock file {self.path} ({error.strerror}); pass another --out") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                if error.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise EvaluationError(f"cannot lock {self.path} ({error.strerror}); pass another --out") from None
+                raise EvaluationError(
+                    f"{self.results_path} is being written by another evaluation ({holder}); wait for it to finish "
+                    "(it can be resumed afterwards), or pass another --out"
+                ) from None
+            try:
+                same_file = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same_file = False
+            if same_file:  # else the holder removed the lock file between our open and flock: try again
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()}: {' '.join(sys.orig_argv)[:300]}\n".encode(errors="replace"))
+        return fd
+
+    def release(self) -> None:
+        entry = self._held.get(self._key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self._held[self._key]
+            try:
+                self.path.unlink()  # while still locked, so no other process can be holding this file
+            except OSError:
+                pass
+            os.close(entry[0])
+        self._key = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.release()
+
+
 class ResultsWriter:
-    """Appends committed batches to a results file (opened for a given header, resuming when compatible)."""
+    """Appends committed batches to a results file (opened for a given header, resuming when compatible),
+    holding its ``ResultsLock`` until ``close``. ``restart`` replaces only a results file."""
 
     def __init__(self, path: str | os.PathLike, header: dict, restart: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = ResultsLock(self.path)
+        try:
+            self._open(header, restart)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, header: dict, restart: bool) -> None:
+        check_results_target(self.path)
         self.existing = Results(header, [], [], 0)
-        if restart and self.path.exists():
-            self.path.unlink()
-        data = self.path.read_bytes() if self.path.exists() else b""
-        if data and b"\n" not in data and not b'{"type": "header"'.startswith(data[:17]):
-            raise EvaluationError(f"{self.path} exists and is not a deit-tt results file; pass another --out")
-        results, committed = _parse(self.path, data) if data else (None, 0)
-        if results is None:
-            self._write_fresh(header)
-        else:
-            check_compatible(self.path, results.header, header)
-            if committed < len(data):
-                with self.path.open("r+b") as handle:  # drop the uncommitted tail (batch cut short by a kill)
-                    handle.truncate(committed)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            self.existing = results
-        self._handle = self.path.open("ab")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if restart and self.path.exists():
+                self.path.unlink()
+            data = self.path.read_bytes() if self.path.exists() else b""
+            results, committed = _parse(self.path, data) if data else (None, 0)
+            if results is None:
+                self._write_fresh(header)
+            else:
+                check_compatible(self.path, results.header, header)
+                if committed < len(data):
+                    with self.path.open("r+b") as handle:  # drop the uncommitted tail (batch cut short by a kill)
+                        handle.truncate(committed)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                self.existing = results
+            self._handle = self.path.open("ab")
+        except OSError as error:
+            raise EvaluationError(f"cannot write results file {self.path} ({error.strerror or error}); pass another --out") from None
 
     def _write_fresh(self, header: dict) -> None:
         with self.path.open("wb") as handle:
@@ -124,9 +239,20 @@ class ResultsWriter:
     def append(self, records: list[dict], batch: dict) -> None:
         text = "".join(json.dumps(record) + "\n" for record in records)
         text += json.dumps({"type": "batch", "images": len(records), **batch}) + "\n"
-        self._handle.write(text.encode())  # one write: an interrupt lands before or after the whole batch
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        try:
+            self._handle.write(text.encode())  # one write: an interrupt lands before or after the whole batch
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as error:
+            raise EvaluationError(
+                f"cannot write results file {self.path} ({error.strerror or error}); every batch committed before is kept: "
+                "free space (or fix the permissions) and run the same command again to resume"
+            ) from None
 
     def close(self) -> None:
-        self._handle.close()
+        try:
+            self._handle.close()
+        except OSError:
+            pass  # a failed flush of a batch already reported by append
+        finally:
+            self._lock.release()

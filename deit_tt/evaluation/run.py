@@ -140,6 +140,7 @@ def _run_batch(pipeline, batch: LoadedBatch, reference_model) -> tuple[list[dict
         heads = {"average": output.logits, "cls": output.cls_logits}
         if getattr(output, "distillation_logits", None) is not None:
             heads["distillation"] = output.distillation_logits
+        _refuse_non_finite(pipeline, heads, [batch.samples[position].image_id for position in batch.ok])
         top5 = {name: _top_k(logits) for name, logits in heads.items()}
         if reference_model is not None:
             started = time.perf_counter()
@@ -158,6 +159,20 @@ def _run_batch(pipeline, batch: LoadedBatch, reference_model) -> tuple[list[dict
                 record["reference"] = reference[rank]
         records.append(record)
     return records, timings
+
+
+def _refuse_non_finite(pipeline, heads: dict[str, torch.Tensor], image_ids: list[str]) -> None:
+    """NaN or infinite logits rank nothing: stop (before the batch is committed) rather than record garbage."""
+    bad = torch.zeros(len(image_ids), dtype=torch.bool)
+    for logits in heads.values():
+        bad |= ~torch.isfinite(logits.float()).all(dim=-1)
+    if bad.any():
+        name = getattr(getattr(pipeline, "checkpoint", None), "name", None) or type(pipeline).__name__
+        first = image_ids[int(bad.nonzero()[0])]
+        raise EvaluationError(
+            f"{name} gave non-finite logits (NaN or infinity) for {int(bad.sum())} of {len(image_ids)} image(s) of the batch, "
+            f"first {first}: its weights are probably damaged; re-download or re-save the checkpoint (finished batches are kept)"
+        )
 
 
 def _top_k(logits: torch.Tensor) -> list[list[int]]:
