@@ -7,6 +7,10 @@ heads' logits (what the released DeiT code and Hugging Face return), then a soft
 The JSON form (``to_json``) is the one hosted image-classification endpoints use: one entry per image,
 a list of ``{"label": ..., "score": ...}`` sorted by score, descending, from the averaged head; an image
 that could not be used is ``{"error": "..."}`` in its slot.
+
+A user's photo is decoded the way an image viewer shows it, EXIF orientation applied (a phone photo
+stored sideways comes out upright); evaluation does not apply it (``ImageNetDataset.load``). Each image is
+decoded and preprocessed on its own, so only one full-size picture is in memory at a time, whatever the batch.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from PIL import Image
 from deit_tt.errors import UserFacingError
 from deit_tt.data.images import ImageError, load_image
 from deit_tt.checkpoints.labels import head_class_names, short_name
-from deit_tt.data.preprocessing import preprocess
+from deit_tt.data.preprocessing import official_transform, preprocess
 
 DEFAULT_TOP_K = 5
 DEFAULT_CHUNK = 8
@@ -95,7 +99,18 @@ def classify_images(pipeline, images: Sequence[Image.Image], names: Sequence[str
     names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
     if not images:
         return []
-    output = pipeline(preprocess(images))
+    return classify_pixels(pipeline, preprocess(images), names, top_k)
+
+
+def classify_pixels(pipeline, pixel_values: torch.Tensor, names: Sequence[str], top_k: int = DEFAULT_TOP_K) -> list[ClassificationResult]:
+    """Classify preprocessed images [B, 3, 224, 224]; non-finite logits are an error naming the checkpoint."""
+    output = pipeline(pixel_values)
+    heads = [output.logits, output.cls_logits] + ([output.distillation_logits] if output.distillation_logits is not None else [])
+    if not all(bool(torch.isfinite(logits.float()).all()) for logits in heads):
+        raise UserFacingError(
+            f"{pipeline.checkpoint.name} gave non-finite logits (NaN or infinity): its weights are probably damaged; "
+            "re-download or re-save the checkpoint"
+        )
     return results_from_output(output, head_class_names(pipeline.checkpoint.config), names, top_k)
 
 
@@ -110,7 +125,7 @@ def classify_sources(
     pipeline.runtime.require_values("classify")
     chunk_size = chunk_size or getattr(pipeline, "images_per_forward", None) or DEFAULT_CHUNK
     results: list[ClassificationResult | None] = [None] * len(sources)
-    pending: list[tuple[int, str, Image.Image]] = []
+    pending: list[tuple[int, str, torch.Tensor]] = []  # preprocessed: a decoded full-size image lives only in its turn
     bar = None
     if progress and len(sources) > chunk_size:
         from tqdm.auto import tqdm
@@ -120,7 +135,7 @@ def classify_sources(
     def flush():
         if not pending:
             return
-        batch = classify_images(pipeline, [image for _, _, image in pending], [name for _, name, _ in pending], top_k)
+        batch = classify_pixels(pipeline, torch.stack([pixels for _, _, pixels in pending]), [name for _, name, _ in pending], top_k)
         for (slot, _, _), result in zip(pending, batch):
             results[slot] = result
         if bar is not None:
@@ -132,7 +147,7 @@ def classify_sources(
             results[slot] = ClassificationResult(name=name, error=str(source))
             continue
         try:
-            pending.append((slot, name, load_image(source, name)))
+            pending.append((slot, name, official_transform(load_image(source, name, exif_orientation=True))))
         except ImageError as error:
             results[slot] = ClassificationResult(name=name, error=str(error))
             if bar is not None:

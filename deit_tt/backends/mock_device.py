@@ -6,7 +6,12 @@ allocator. No kernel computes anything: output values are garbage. What remains 
 JIT build, which insists on SFPI's ``riscv-tt-elf-g++``. When that toolchain is not installed, this
 module builds a *mock runtime root* once, in the cache directory: a mirror of the installed ttnn
 package made of symlinks, whose ``runtime/sfpi`` holds a stub compiler (``assets/mock_sfpi``) built
-on GNU binutils. ``TT_METAL_RUNTIME_ROOT`` points ttnn at it; the venv is never modified.
+on GNU binutils. ``TT_METAL_RUNTIME_ROOT`` points ttnn at it; the venv is never modified. The stub is
+a program this project runs, so every use checks the root against the package (the stub byte for byte,
+nothing else under ``runtime/sfpi``, every mirrored entry a symlink to the installed ttnn) and rebuilds it
+when anything differs. tt-metal's own logs (``generated/``, e.g. the fabric maps the mock writes on
+opening) go beside the root through ``TT_METAL_LOGS_PATH`` (tt_metal/llrt/rtoptions.cpp), not into the
+current directory.
 
 ttnn reads these variables once per process, at its first tensor conversion, so they are set by
 ``deit_tt.backends.runtime`` before that, and a process that initialised ttnn for one chip cannot mock another.
@@ -30,6 +35,7 @@ from deit_tt.errors import UserFacingError
 
 RUNTIME_ROOT_ENV = "TT_METAL_RUNTIME_ROOT"
 JIT_CACHE_ENV = "TT_METAL_CACHE"
+LOGS_ENV = "TT_METAL_LOGS_PATH"
 COMPILER = "riscv-tt-elf-g++"
 BINUTILS = ("riscv64-unknown-elf-as", "riscv64-unknown-elf-ld")
 BINUTILS_PACKAGE = "binutils-riscv64-unknown-elf"
@@ -67,8 +73,11 @@ def missing_binutils() -> list[str]:
 
 
 def can_build() -> bool:
-    """True when the mock device's kernels can be built here: a real SFPI toolchain, or binutils for the stub."""
-    return real_sfpi() is not None or not missing_binutils()
+    """True when the mock device's kernels can be built here: a real SFPI toolchain, or binutils for the stub
+    and a mock runtime root that is intact or can be (re)built in the cache."""
+    if real_sfpi() is not None:
+        return True
+    return not missing_binutils() and (_intact(mock_root_dir()) or _writable(mock_root_dir().parent))
 
 
 def require_binutils() -> None:
@@ -89,34 +98,83 @@ def mock_root_dir() -> Path:
 
 
 def prepare_runtime_root() -> Path:
-    """Build (once) and return the mock runtime root: the ttnn package mirrored with symlinks, the stub as SFPI.
+    """The mock runtime root, checked (``_intact``) and, when missing or altered, (re)built: the ttnn package
+    mirrored with symlinks, the stub as SFPI.
 
     Built in a temporary directory and published by an atomic rename, so concurrent processes and an
     interrupted build never leave a half-made root behind.
     """
     require_binutils()
     root = mock_root_dir()
-    if (root / "runtime" / "sfpi" / "compiler" / "bin" / COMPILER).is_file():
+    if _intact(root):
         return root
+    try:
+        return _build(root)
+    except OSError as error:
+        raise MockDeviceError(
+            f"cannot build the mock device's runtime in {root.parent} ({error.strerror or error}); "
+            f"set ${settings.CACHE.variable} to a writable folder"
+        ) from None
+
+
+def _sfpi_compiler(root: Path) -> Path:
+    return root / "runtime" / "sfpi" / "compiler" / "bin" / COMPILER
+
+
+def _mirrored(package: Path) -> list[tuple[str, Path]]:
+    """(path in the root, the package entry it links to): everything but ``runtime/sfpi``."""
+    entries = [(entry.name, entry) for entry in package.iterdir() if entry.name != "runtime"]
+    entries += [(f"runtime/{entry.name}", entry) for entry in (package / "runtime").iterdir() if entry.name != "sfpi"]
+    return entries
+
+
+def _intact(root: Path) -> bool:
+    """Whether ``root`` is exactly what ``_build`` makes: an executable stub identical to the package's, no other
+    file under ``runtime/sfpi``, and every other entry a symlink to the installed ttnn package."""
+    compiler = _sfpi_compiler(root)
+    try:
+        if compiler.is_symlink() or not os.access(compiler, os.X_OK) or compiler.read_text() != _stub_text():
+            return False
+        sfpi = root / "runtime" / "sfpi"
+        if sorted(sfpi.rglob("*")) != [sfpi / "compiler", sfpi / "compiler" / "bin", compiler]:
+            return False
+        package = Path(ttnn.__file__).parent
+        return all(os.readlink(root / name) == str(target) for name, target in _mirrored(package))
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _build(root: Path) -> Path:
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent))
     package = Path(ttnn.__file__).parent
-    for entry in package.iterdir():
-        if entry.name != "runtime":
-            (staging / entry.name).symlink_to(entry)
     (staging / "runtime").mkdir()
-    for entry in (package / "runtime").iterdir():
-        if entry.name != "sfpi":
-            (staging / "runtime" / entry.name).symlink_to(entry)
-    compiler = staging / "runtime" / "sfpi" / "compiler" / "bin" / COMPILER
+    for name, target in _mirrored(package):
+        (staging / name).symlink_to(target)
+    compiler = _sfpi_compiler(staging)
     compiler.parent.mkdir(parents=True)
     compiler.write_text(_stub_text())
     compiler.chmod(0o755)
+    if root.exists() or root.is_symlink():  # an altered root: move it aside, publish the new one, drop the old
+        stale = Path(tempfile.mkdtemp(prefix=root.name + ".stale.", dir=root.parent))
+        try:
+            root.rename(stale / "root")
+        except FileNotFoundError:
+            pass  # another process moved it first
+        shutil.rmtree(stale, ignore_errors=True)
     try:
         staging.rename(root)
-    except OSError:  # another process published the same root first
+    except OSError:  # another process published a root first
         shutil.rmtree(staging, ignore_errors=True)
+        if not _intact(root):
+            raise MockDeviceError(f"the mock device's runtime {root} keeps changing under this process; remove it and try again") from None
     return root
+
+
+def _writable(folder: Path) -> bool:
+    """Whether ``folder`` can be created (or written, when it exists)."""
+    existing = next((parent for parent in (folder, *folder.parents) if parent.exists()), None)
+    return existing is not None and existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
 
 
 def kernel_source() -> str:
@@ -137,7 +195,11 @@ def mock_environment() -> dict[str, str]:
     if real_sfpi() is not None or RUNTIME_ROOT_ENV in os.environ:
         return {}
     root = prepare_runtime_root()
-    return {RUNTIME_ROOT_ENV: str(root), JIT_CACHE_ENV: f"{root.parent / 'jit-cache'}/"}  # tt-metal appends to it as a string
+    return {
+        RUNTIME_ROOT_ENV: str(root),
+        JIT_CACHE_ENV: f"{root.parent / 'jit-cache'}/",  # tt-metal appends to it as a string
+        LOGS_ENV: str(root.parent / "logs"),  # tt-metal's generated/ (fabric maps, inspector) instead of the cwd
+    }
 
 
 def _stub_text() -> str:

@@ -74,12 +74,12 @@ def load_checkpoint(model: str | None = None) -> Checkpoint:
         return random_checkpoint(name.removeprefix("random:"))
     built_in = built_in_folder(name)
     if built_in is not None:
-        return _load_pretrained(str(built_in), name, identity=_directory_fingerprint(built_in))
+        return _load_folder(built_in, name)
     if name.startswith(BUILT_IN_PREFIXES):
         raise CheckpointError(f"unknown built-in model {name!r}; use one of {', '.join(BUILT_IN_MODELS)}")
     path = Path(name).expanduser()
     if path.is_dir():
-        return _load_pretrained(str(path), name, identity=_directory_fingerprint(path))
+        return _load_folder(path, name)
     if path.suffix or name.startswith((".", "/", "~")):
         raise CheckpointError(f"checkpoint directory {name!r} does not exist; pass a folder written by save_pretrained")
     problem = unloadable_reason(name)
@@ -155,10 +155,28 @@ def _make_every_parameter_observable(model: torch.nn.Module) -> None:
                 module.bias.normal_(0.0, 0.02)
 
 
+def _load_folder(path: Path, name: str) -> Checkpoint:
+    """A ``save_pretrained`` folder; a missing config or damaged weights are one line (transformers would
+    build a default config, or raise from deep inside safetensors)."""
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{name} has no config.json, so it is not a checkpoint written by save_pretrained; pass such a folder")
+    try:
+        return _load_pretrained(str(path), name, _directory_fingerprint(path))
+    except CheckpointError:
+        raise
+    except Exception as error:  # SafetensorError, mismatched shapes (RuntimeError), bad JSON (ValueError), ...
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        raise CheckpointError(
+            f"{name} cannot be loaded ({type(error).__name__}: {reason}); the folder is damaged or incomplete: write it again with save_pretrained"
+        ) from None
+
+
 def _load_pretrained(source: str, name: str, identity: str | None, local_files_only: bool = False) -> Checkpoint:
     try:
         config = DeiTConfig.from_pretrained(source, local_files_only=local_files_only)
     except OSError as error:
+        if identity is not None:  # a local folder: _load_folder says what is wrong with it
+            raise
         raise CheckpointError(unreachable_message(name, type(error).__name__)) from None
     teacher = any("WithTeacher" in arch for arch in (config.architectures or []))
     model_class = DeiTForImageClassificationWithTeacher if teacher else DeiTForImageClassification
@@ -167,6 +185,8 @@ def _load_pretrained(source: str, name: str, identity: str | None, local_files_o
             source, attn_implementation="eager", dtype=torch.float32, local_files_only=local_files_only
         ).eval()
     except OSError as error:
+        if identity is not None:  # a local folder: _load_folder says what is wrong with it
+            raise
         raise CheckpointError(unreachable_message(name, type(error).__name__)) from None
     if identity is None:
         identity = f"hub:{name}@{getattr(config, '_commit_hash', None) or 'unknown-revision'}"

@@ -9,8 +9,11 @@ random weights, dtype policy). With ``--json``, stdout holds only a JSON list wi
 a list of ``{"label", "score"}`` sorted by score (the averaged head), or ``{"error": "..."}`` for an
 image that could not be used; the banner goes to stderr.
 
+Photos are turned upright by their EXIF orientation (evaluation does not: see ``deit_tt.classify``).
+
 Exit status: 0 when at least one image was classified, 1 when none could be, 2 for a usage or
-model error (bad checkpoint, no card for ``--executor device``, malformed stdin).
+model error (bad checkpoint or setting, no card for ``--executor device``, malformed stdin, non-finite
+logits from damaged weights).
 """
 
 from __future__ import annotations
@@ -19,7 +22,16 @@ import argparse
 import json
 import sys
 
-from deit_tt.cli.common import add_devices_argument, add_executor_argument, add_numerics_argument, add_model_argument, add_policy_argument, pipeline_from_args
+from deit_tt.cli.common import (
+    add_devices_argument,
+    add_executor_argument,
+    add_model_argument,
+    add_numerics_argument,
+    add_policy_argument,
+    checked_batch_size,
+    pipeline_from_args,
+    tolerate_undecodable_names,
+)
 from deit_tt.errors import UserFacingError
 
 HELP = "classify images: top-k of the CLS head, the distillation head and their average"
@@ -49,8 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from deit_tt.classify import classify_sources, decode_input_data, format_table, to_json
 
+    tolerate_undecodable_names()
     if args.top_k < 1:
         raise UserFacingError(f"--top-k must be at least 1, got {args.top_k}")
+    checked_batch_size(args)
     if args.images.count(STDIN) > 1:
         raise UserFacingError('"-" (stdin) can be given only once')
     sources: list[tuple[str, object]] = []
@@ -71,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         pipeline.close()
 
     if args.json:
-        json.dump(to_json(results), sys.stdout, indent=None)
+        json.dump(to_json(results), sys.stdout, indent=None, allow_nan=False)  # scores are finite (classify_pixels)
         sys.stdout.write("\n")
     else:
         print(format_table(results))

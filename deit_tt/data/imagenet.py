@@ -102,7 +102,11 @@ class ImageNetDataset:
         raise KeyError(image_id)
 
     def load(self, sample: Sample | str):
-        """Decode one image (a ``Sample`` or an image id) to an RGB PIL image; raises ``ImageError``."""
+        """Decode one image (a ``Sample`` or an image id) to an RGB PIL image; raises ``ImageError``.
+
+        The pixels are taken as stored, EXIF orientation NOT applied: the published accuracies come from
+        torchvision's loader, which does not apply it (a user's photo in ``classify`` is turned upright).
+        """
         from deit_tt.data.images import load_image
 
         if isinstance(sample, str):
@@ -111,9 +115,9 @@ class ImageNetDataset:
             record = self._hf[int(sample.source)]["image"]
             data = record.get("bytes") if isinstance(record, dict) else None
             if data is None and isinstance(record, dict) and record.get("path"):
-                return load_image(record["path"], name=sample.image_id)
-            return load_image(data or b"", name=sample.image_id)
-        return load_image(sample.source, name=sample.image_id)
+                return load_image(record["path"], name=sample.image_id, exif_orientation=False)
+            return load_image(data or b"", name=sample.image_id, exif_orientation=False)
+        return load_image(sample.source, name=sample.image_id, exif_orientation=False)
 
     def fingerprint(self) -> str:
         """Hash of the (image id, label) pairs: the same images with the same labels, whatever the layout or path."""

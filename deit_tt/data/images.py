@@ -4,7 +4,9 @@
 a fully decoded 8-bit RGB ``PIL.Image``. Unusual but valid files are converted the way an image
 viewer shows them:
 
-- EXIF orientation is applied (phone photos stored sideways come out upright);
+- EXIF orientation is applied (phone photos stored sideways come out upright), as transformers'
+  ``load_image`` does, unless ``exif_orientation=False``: evaluation decodes the pixels as stored, as
+  torchvision's loader (``PIL.Image.open(...).convert("RGB")``) behind the published accuracies does;
 - an embedded ICC profile (CMYK print JPEGs, Adobe RGB or Display P3 photos) is converted to sRGB;
   CMYK without a profile goes through PIL's plain CMYK -> RGB;
 - 16-bit images (PNG ``I;16`` grayscale, 16-bit RGB) are scaled to 8 bits over their full range,
@@ -54,10 +56,14 @@ class ImageError(UserFacingError):
         super().__init__(" ".join(f"{name}: {message}".split()))  # always one line
 
 
-def load_image(source: bytes | bytearray | memoryview | str | os.PathLike, name: str | None = None) -> Image.Image:
+def load_image(
+    source: bytes | bytearray | memoryview | str | os.PathLike, name: str | None = None, exif_orientation: bool = True
+) -> Image.Image:
     """Decode ``source`` (a file path or the file's bytes) into an 8-bit RGB image.
 
     ``name`` is what error messages call the image (default: the path as given, or "image" for bytes).
+    ``exif_orientation``: turn the picture as its EXIF orientation tag says (a photo the way a viewer shows it);
+    False keeps the stored pixels (the way torchvision's loader reads evaluation images).
     Raises ``ImageError`` for anything that is not a usable image.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -65,7 +71,7 @@ def load_image(source: bytes | bytearray | memoryview | str | os.PathLike, name:
         label = name or "image"
         if not data:
             raise ImageError(label, "empty", f"is empty (0 bytes); pass a {SUPPORTED} image")
-        return _decode(io.BytesIO(data), label)
+        return _decode(io.BytesIO(data), label, exif_orientation)
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"load_image expects bytes or a path, not {type(source).__name__}")
     path = Path(source).expanduser()
@@ -85,17 +91,17 @@ def load_image(source: bytes | bytearray | memoryview | str | os.PathLike, name:
     except OSError as error:
         raise ImageError(label, "unreadable", f"cannot read the file ({_reason(error)}); check its permissions") from None
     with handle:
-        return _decode(handle, label)
+        return _decode(handle, label, exif_orientation)
 
 
-def _decode(stream, label: str) -> Image.Image:
+def _decode(stream, label: str, exif_orientation: bool) -> Image.Image:
     previous = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must fail, whatever the caller configured
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # corrupt-EXIF and palette-transparency chatter
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return _open_and_convert(stream, label)
+            return _open_and_convert(stream, label, exif_orientation)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -108,7 +114,7 @@ def _decode(stream, label: str) -> Image.Image:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
-def _open_and_convert(stream, label: str) -> Image.Image:
+def _open_and_convert(stream, label: str, exif_orientation: bool) -> Image.Image:
     try:
         image = Image.open(stream, formats=_available_formats())
     except UnidentifiedImageError:
@@ -135,7 +141,8 @@ def _open_and_convert(stream, label: str) -> Image.Image:
             )
         image.load()  # decode everything now: lazy loading would let a truncated file through
         icc_profile = image.info.get("icc_profile")
-        image = _apply_orientation(image)
+        if exif_orientation:
+            image = _apply_orientation(image)
         return _to_rgb(image, icc_profile, label)
 
 

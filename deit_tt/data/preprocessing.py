@@ -56,10 +56,14 @@ def normalise(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def load_image_processor(model_name_or_path: str):
-    """The checkpoint's own image processor, PIL-based (the fast torch one resizes differently); picklable."""
+    """The checkpoint's own image processor, PIL-based (the fast torch one resizes differently); picklable.
+    A built-in checkpoint (``shapes:tiny``) has it in its shipped folder."""
     from transformers import AutoImageProcessor
 
-    return AutoImageProcessor.from_pretrained(model_name_or_path, use_fast=False)
+    from deit_tt.checkpoints.builtin import built_in_folder
+
+    source = built_in_folder(model_name_or_path) or model_name_or_path
+    return AutoImageProcessor.from_pretrained(str(source), use_fast=False)
 
 
 def hf_transform_for(model_name_or_path: str):

@@ -23,7 +23,9 @@ HUB_PROCESSOR_VALUES = {
 class Preprocessor:
     """``official`` (DeiT's eval recipe) or ``hf`` (the checkpoint's own image processor), picklable for workers.
 
-    ``description`` says exactly what is applied; it is stored in the results file and the summary.
+    ``description`` says exactly what is applied; it is stored in the results file and the summary. Images
+    are decoded as stored, EXIF orientation not applied (``ImageNetDataset.load`` decides it, as torchvision's
+    loader does).
     For ``hf`` the processor is loaded once (``preprocessing.load_image_processor``) and sent to the
     decoding workers as an object, so they never look it up again (no repeated hub requests offline).
     """
@@ -36,8 +38,8 @@ class Preprocessor:
         self._processor = None
         if mode == "official":
             self.description = (
-                "official: shorter side to 256 (PIL bicubic), centre crop 224, ImageNet mean/std "
-                "(DeiT's eval recipe, identical to torchvision's)"
+                "official: shorter side to 256 (PIL bicubic), centre crop 224, ImageNet mean/std, EXIF orientation not "
+                "applied (DeiT's eval recipe, identical to torchvision's, its loader included)"
             )
             return
         if not model_name:
@@ -92,4 +94,4 @@ def _describe_processor(processor, origin: str) -> str:
     crop_text = f"centre crop {crop.get('height')}x{crop.get('width')}" if getattr(processor, "do_center_crop", False) else "no crop"
     mean = [round(float(m), 3) for m in getattr(processor, "image_mean", [])]
     std = [round(float(s), 3) for s in getattr(processor, "image_std", [])]
-    return f"hf: {origin}: {resize} ({resample_name}), {crop_text}, mean {mean}, std {std}"
+    return f"hf: {origin}: {resize} ({resample_name}), {crop_text}, mean {mean}, std {std}, EXIF orientation not applied"

@@ -146,20 +146,20 @@ def default_cache_dir() -> Path:
 def resolve_cache_dir(cache_dir: str | Path | None | bool = None) -> Path | None:
     """None/True -> $DEIT_TT_CACHE or ~/.cache/deit_tt; False -> None (no caching). Creates the directory.
 
-    Raises UserFacingError when the path is a file, cannot be created, or is not writable.
+    A directory that exists but is read-only is used for reading: its verified entries load, and a missing
+    one is converted without being stored (one warning). Raises UserFacingError when the path is a file or
+    cannot be created.
     """
     if cache_dir is False:
         return None
     root = default_cache_dir() if cache_dir is None or cache_dir is True else Path(cache_dir).expanduser()
-    hint = f"pass another --cache-dir or set ${settings.CACHE.variable} (cache_dir=False converts without a cache)"
+    hint = f"set ${settings.CACHE.variable} to a writable folder (convert: or pass --cache-dir)"
     if root.exists() and not root.is_dir():
         raise UserFacingError(f"conversion cache path {root} exists but is not a directory; remove it or {hint}")
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserFacingError(f"cannot create conversion cache directory {root} ({error.strerror or error}); {hint}") from None
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise UserFacingError(f"conversion cache directory {root} is not writable; {hint}")
     return root
 
 
