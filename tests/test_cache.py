@@ -282,3 +282,13 @@ def test_a_file_where_the_cache_directory_should_be_is_a_user_facing_error(tiny_
         convert_parameters(tiny_checkpoint, "bf8", cache_dir=blocker)
     with pytest.raises(UserFacingError, match="cannot create conversion cache directory"):
         convert_parameters(tiny_checkpoint, "bf8", cache_dir=blocker / "below")
+
+
+def test_a_read_only_cache_is_read_not_refused(tmp_path, monkeypatch):
+    """A cache someone else filled (read-only here) still serves its verified entries; only writing is skipped."""
+    from deit_tt.model import cache as cache_module
+
+    root = tmp_path / "shared-cache"
+    root.mkdir()
+    monkeypatch.setattr(cache_module.os, "access", lambda path, mode: Path(path) != root)
+    assert cache_module.resolve_cache_dir(root) == root

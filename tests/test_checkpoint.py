@@ -175,3 +175,30 @@ def test_save_offline_copy_says_why_when_the_hub_is_unreachable(tmp_path, monkey
             save_offline_copy("facebook/deit-small-distilled-patch16-224", tmp_path / "copy")
     finally:
         hub.hub_unreachable.cache_clear()
+
+
+def _damaged_copy(tmp_path, damage):
+    import shutil
+
+    from deit_tt.checkpoints.builtin import built_in_folder
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(built_in_folder("shapes:tiny"), folder)
+    damage(folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda folder: (folder / "config.json").unlink(), "has no config.json, so it is not a checkpoint written by save_pretrained"),
+        (lambda folder: os.truncate(folder / "model.safetensors", 100_000), "cannot be loaded (SafetensorError: "),
+        (lambda folder: (folder / "config.json").write_text("{"), "cannot be loaded ("),
+    ],
+    ids=["no-config", "truncated-safetensors", "config-not-json"],
+)
+def test_a_broken_checkpoint_folder_is_one_line(tmp_path, damage, message):
+    folder = _damaged_copy(tmp_path, damage)
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(str(folder))
+    assert message in str(refused.value) and "\n" not in str(refused.value)

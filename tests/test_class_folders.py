@@ -207,3 +207,17 @@ def test_evaluate_command_on_a_labelled_folder(tmp_path, labelled, checkpoint_di
     error = capsys.readouterr().err.splitlines()[-1]  # after transformers' "Loading weights" bar
     assert error.startswith("error: ") and "not labels of" in error and "horse" in error and "rename the folders" in error
 
+
+
+def test_symlink_loops_in_class_folders_are_skipped_not_fatal(labelled, tmp_path):
+    import shutil
+
+    root = tmp_path / "val"
+    shutil.copytree(labelled, root)
+    expected = [sample.image_id for sample in open_evaluation_dataset(root, own_labels()).samples]
+    (root / "loop").symlink_to("loop")  # a loop among the class folders
+    (root / "golden_retriever" / "aaa.png").symlink_to("aaa.png")  # a loop named like an image
+    (root / "cat_dog" / "a.png").symlink_to("b.png")
+    (root / "cat_dog" / "b.png").symlink_to("a.png")
+    dataset = open_evaluation_dataset(root, own_labels())
+    assert [sample.image_id for sample in dataset.samples] == expected

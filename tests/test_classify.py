@@ -13,9 +13,11 @@ import subprocess
 import sys
 from importlib.metadata import version
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from PIL import Image
 
 from transformers import DeiTForImageClassificationWithTeacher
 
@@ -121,7 +123,7 @@ def entry_for(run, kind):
 def test_json_run_shape_and_exit_code(json_run):
     assert json_run["code"] == 0  # some images were bad, but not all
     assert isinstance(json_run["entries"], list) and len(json_run["entries"]) == len(ALL_KINDS)
-    assert json_run["calls"][0] == {"model": "random:tiny", "executor": "host", "dtype_policy": "bf8", "batch_size": None, "devices": None, "numerics": None}
+    assert json_run["calls"][0] == {"model": "random:tiny", "executor": "host", "dtype_policy": "bf8", "batch_size": 8, "devices": None, "numerics": None}  # $DEIT_TT_BATCH resolved (and checked) before loading
     assert json_run["calls"][-1] == "close"
 
 
@@ -261,3 +263,53 @@ def test_end_to_end_subprocess_json_stdin():
     entries = json.loads(completed.stdout)
     assert len(entries) == 2 and len(entries[0]) == 2 and set(entries[1]) == {"error"}
     assert "RANDOM-INITIALISED" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_each_image_is_decoded_and_preprocessed_before_batching(tmp_path, monkeypatch):
+    """Only one full-size decoded picture is alive at a time, whatever the batch (issue: 8 x 36 MP held at once)."""
+    import gc
+    import weakref
+
+    from deit_tt import classify as classify_module
+
+    decoded: list[weakref.ref] = []
+
+    def tracked_load(source, name=None, exif_orientation=True):
+        image = load_image(source, name, exif_orientation)
+        decoded.append(weakref.ref(image))
+        return image
+
+    class Pipeline:
+        images_per_forward = 4
+        checkpoint = SimpleNamespace(name="counting", config=random_config("tiny"))
+        runtime = SimpleNamespace(require_values=lambda what: None)
+        alive_at_forward: list[int] = []
+
+        def __call__(self, pixel_values):
+            gc.collect()
+            self.alive_at_forward.append(sum(ref() is not None for ref in decoded))
+            logits = torch.zeros(pixel_values.shape[0], 1000)
+            return SimpleNamespace(logits=logits, cls_logits=logits, distillation_logits=logits)
+
+    monkeypatch.setattr(classify_module, "load_image", tracked_load)
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (640, 480), (10, 200, 30)).save(photo)
+    pipeline = Pipeline()
+    results = classify_module.classify_sources(pipeline, [(f"p{i}", str(photo)) for i in range(8)])
+    assert all(result.ok for result in results) and len(decoded) == 8
+    assert pipeline.alive_at_forward == [0, 0]
+
+
+def test_non_finite_logits_are_an_error_naming_the_checkpoint_and_json_never_holds_nan(tmp_path):
+    from deit_tt.classify import classify_pixels
+
+    class Damaged:
+        checkpoint = SimpleNamespace(name="damaged-folder", config=random_config("tiny"))
+
+        def __call__(self, pixel_values):
+            logits = torch.full((pixel_values.shape[0], 1000), float("nan"))
+            return SimpleNamespace(logits=logits, cls_logits=logits, distillation_logits=None)
+
+    with pytest.raises(UserFacingError) as refused:
+        classify_pixels(Damaged(), torch.zeros(2, 3, 224, 224), ["a", "b"])
+    assert str(refused.value).startswith("damaged-folder gave non-finite logits (NaN or infinity)")

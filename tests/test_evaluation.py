@@ -522,3 +522,108 @@ def test_compare_reference_for_applies_the_2000_image_rule():
 
     assert compare_reference_for("auto", 2000) and not compare_reference_for("auto", 2001)
     assert compare_reference_for("1", 50_000) and not compare_reference_for("0", 10)
+
+
+# -- one writer per results file, places that cannot be written, non-finite logits ----------------------------
+
+_HOLD_LOCK = """
+import sys, time
+from deit_tt.evaluation.results import ResultsLock
+ResultsLock(sys.argv[1])
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_results_file_held_by_another_process_is_refused_naming_it_until_that_process_dies(tmp_path, dataset):
+    path = tmp_path / "shared.jsonl"
+    _run(ContentPredictor(), dataset, path, limit=4)
+    before = path.read_bytes()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(path)], stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(TESTS.parent)})
+    try:
+        assert holder.stdout.readline() == b"locked\n"
+        for restart in (False, True):
+            with pytest.raises(EvaluationError) as refused:
+                _run(ContentPredictor(), dataset, path, restart=restart)
+            message = str(refused.value)
+            assert f"is being written by another evaluation (process {holder.pid}:" in message and "\n" not in message
+        assert path.read_bytes() == before  # neither resumed nor restarted
+    finally:
+        holder.kill()
+        holder.wait()
+    resumed = _run(ContentPredictor(), dataset, path)  # the OS released the dead holder's lock
+    assert resumed.resumed == 4 and resumed.evaluated == len(dataset) - 4
+    assert not path.with_name(path.name + ".lock").exists()
+
+
+def test_restart_replaces_only_a_results_file(tmp_path, dataset):
+    table = tmp_path / "labels.csv"
+    table.write_text("id,label\n1,cat\n")
+    with pytest.raises(EvaluationError, match="labels.csv exists and is not a deit-tt results file"):
+        _run(ContentPredictor(), dataset, table, restart=True)
+    assert table.read_text() == "id,label\n1,cat\n"
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda tmp: (tmp / "dir").mkdir() or tmp / "dir", "is a directory; pass --out with a file path"),
+        (lambda tmp: (tmp / "file").write_text("x") and tmp / "file" / "r.jsonl", "is a file, not a folder"),
+    ],
+    ids=["out-is-a-directory", "folder-is-a-file"],
+)
+def test_a_results_path_that_cannot_be_written_is_one_line(tmp_path, dataset, make, expected):
+    with pytest.raises(EvaluationError) as refused:
+        _run(ContentPredictor(), dataset, make(tmp_path))
+    assert expected in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_full_disk_stops_with_one_line_and_keeps_the_committed_batches(tmp_path, dataset, monkeypatch):
+    from deit_tt.evaluation import results as results_module
+
+    path = tmp_path / "full.jsonl"
+    real_append, appended = results_module.ResultsWriter.append, []
+
+    class FullDisk:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+        def close(self):
+            self.handle.close()
+
+    def append_until_full(writer, records, batch):  # the first batch reaches the disk, the second finds it full
+        if appended:
+            writer._handle = FullDisk(writer._handle)
+        appended.append(len(records))
+        real_append(writer, records, batch)
+
+    monkeypatch.setattr(results_module.ResultsWriter, "append", append_until_full)
+    with pytest.raises(EvaluationError) as full:
+        _run(ContentPredictor(), dataset, path)
+    assert "No space left on device" in str(full.value) and "run the same command again to resume" in str(full.value)
+    assert len(read_results(path).records) == 4
+    monkeypatch.undo()
+    resumed = _run(ContentPredictor(), dataset, path)
+    assert resumed.resumed == 4 and len(read_results(path).records) == len(dataset)
+
+
+class NonFinitePredictor(ContentPredictor):
+    """Finite logits for the first call, then NaN in one image's row (damaged weights do that to every image)."""
+
+    def __call__(self, pixel_values):
+        output = super().__call__(pixel_values)
+        if self.calls > 1:
+            output.logits[1, 7] = float("nan")
+        return output
+
+
+def test_non_finite_logits_stop_the_run_naming_the_checkpoint_and_keep_finished_batches(tmp_path, dataset):
+    path = tmp_path / "nan.jsonl"
+    with pytest.raises(EvaluationError) as refused:
+        _run(NonFinitePredictor(name="damaged-model"), dataset, path)
+    message = str(refused.value)
+    assert message.startswith("damaged-model gave non-finite logits (NaN or infinity) for 1 of 4 image(s)") and "\n" not in message
+    assert len(read_results(path).records) == 4  # the first batch, and nothing of the NaN batch

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import sys
 import json
 from pathlib import Path
@@ -286,3 +287,19 @@ def test_malformed_dataset_folders_give_one_line_errors(tmp_path):
     assert f"--data {tmp_path / 'imagenet' / 'val'}" in cases["split folders"]
     assert GROUND_TRUTH_CSV in cases["flat without ground truth"] and "--ground-truth" in cases["flat without ground truth"]
     assert "not a folder" in cases["a file"]
+
+
+def test_symlink_loops_and_non_utf8_names_in_synset_folders(tmp_path, synthetic_folder):
+    import shutil
+
+    root = tmp_path / "val"
+    shutil.copytree(synthetic_folder, root)
+    folder = sorted(path for path in root.iterdir() if path.is_dir())[0]
+    (root / "loop").symlink_to("loop")
+    (folder / "aaa.JPEG").symlink_to("aaa.JPEG")
+    undecodable = os.fsdecode(bytes(folder) + b"/ILSVRC2012_val_\xff\xfe.JPEG")  # not UTF-8: kept as surrogates
+    shutil.copy(next(folder.glob("*.JPEG")), undecodable)
+    dataset = open_dataset(root)
+    assert len(dataset.samples) == len(open_dataset(synthetic_folder).samples) + 1
+    assert dataset.fingerprint() != open_dataset(synthetic_folder).fingerprint()
+    assert dataset.load("ILSVRC2012_val_\udcff\udcfe").mode == "RGB"

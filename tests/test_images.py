@@ -275,3 +275,9 @@ def test_image_paths_lists_image_files_sorted_and_limited(tmp_path):
     with pytest.raises(UserFacingError, match="no images"):
         image_paths(tmp_path / "folder.jpg")
 
+
+
+def test_exif_orientation_is_applied_for_photos_and_kept_as_stored_for_evaluation():
+    data = _exif_rotated_jpeg()
+    assert np.asarray(load_image(data)).shape == (40, 20, 3)  # turned upright, as a viewer shows it
+    assert np.asarray(load_image(data, exif_orientation=False)).shape == (20, 40, 3)  # the pixels as stored (torchvision)

@@ -295,3 +295,61 @@ def test_a_mesh_forward_splits_the_batch_over_every_chip_and_gathers_the_logits(
     assert not result["any_value"] and result["ops"] == 194
     assert result["input"] == "L1 height 1568x64@8x2 bfloat16"  # each chip folds its own 8 images
     assert f"batch 8 per chip x {chips} chips" in result["banner"] and f"({chips} chips, wormhole_b0" in result["banner"]
+
+
+@needs_mock
+@pytest.mark.parametrize(
+    "alter",
+    [
+        lambda root: mock_device._sfpi_compiler(root).write_text(mock_device._stub_text() + "\ntouch /tmp/ran-unchecked\n"),
+        lambda root: mock_device._sfpi_compiler(root).chmod(0o644),
+        lambda root: (mock_device._sfpi_compiler(root).parent / "riscv-tt-elf-objcopy").write_text("#!/bin/sh\n"),
+        lambda root: ((root / "tt_metal").unlink(), (root / "tt_metal").symlink_to("/tmp")),
+    ],
+    ids=["edited-stub", "stub-not-executable", "extra-tool", "mirror-redirected"],
+)
+def test_an_altered_mock_runtime_root_is_rebuilt_from_the_package_before_use(tmp_path, monkeypatch, alter):
+    monkeypatch.setenv("DEIT_TT_CACHE", str(tmp_path / "cache"))
+    root = mock_device.prepare_runtime_root()
+    alter(root)
+    assert not mock_device._intact(root)
+    assert mock_device.prepare_runtime_root() == root and mock_device._intact(root)
+    assert _stub_compiler().read_text() == mock_device._stub_text() and os.access(_stub_compiler(), os.X_OK)
+    assert sorted(path.name for path in _stub_compiler().parent.iterdir()) == [mock_device.COMPILER]
+    assert (root / "tt_metal").resolve() == (Path(ttnn.__file__).parent / "tt_metal").resolve()
+
+
+@needs_mock
+def test_a_cache_that_cannot_hold_the_mock_runtime_is_one_line(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("DEIT_TT_CACHE", str(blocker / "cache"))
+    monkeypatch.delenv(mock_device.RUNTIME_ROOT_ENV, raising=False)
+    assert not mock_device.can_build()  # host runs then go on without the root
+    with pytest.raises(mock_device.MockDeviceError) as refused:
+        mock_device.mock_environment()
+    message = str(refused.value)
+    assert message.startswith("cannot build the mock device's runtime in ") and "set $DEIT_TT_CACHE to a writable folder" in message
+    assert "\n" not in message
+
+
+@needs_mock
+def test_tt_metal_logs_go_under_the_cache_not_into_the_current_directory(tmp_path):
+    """ttnn's mock writes generated/fabric/*.yaml on opening; TT_METAL_LOGS_PATH (rtoptions.cpp) moves it."""
+    ours = (runtime.MOCK_CLUSTER_ENV, mock_device.RUNTIME_ROOT_ENV, mock_device.JIT_CACHE_ENV, mock_device.LOGS_ENV)  # conftest's
+    environment = {name: value for name, value in os.environ.items() if name not in ours}
+    environment.update(DEIT_TT_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(ROOT))
+    script = "from deit_tt.backends.runtime import open_mock\nopen_mock('n150').close()\n"
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=environment, check=True, capture_output=True, timeout=300)
+    assert not (tmp_path / "generated").exists()
+    assert list((tmp_path / "cache" / "mock-runtime" / "logs" / "generated").iterdir())
+
+
+@needs_mock
+def test_a_root_inherited_through_the_environment_is_checked_too(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEIT_TT_CACHE", str(tmp_path / "cache"))
+    root = mock_device.prepare_runtime_root()
+    monkeypatch.setenv(mock_device.RUNTIME_ROOT_ENV, str(root))  # as a child of a deit_tt process sees it
+    mock_device._sfpi_compiler(root).write_text("#!/bin/sh\ntouch /tmp/ran-unchecked\n")
+    assert mock_device.mock_environment()[mock_device.RUNTIME_ROOT_ENV] == str(root)
+    assert mock_device._intact(root)

@@ -50,3 +50,15 @@ def test_centre_crop_rounds_an_odd_margin_half_to_even():
     image = noise_image(343, 256, seed=1)
     expected = np.asarray(image)[16 : 16 + CROP_SIZE, 60 : 60 + CROP_SIZE]
     assert np.array_equal(np.asarray(resize_and_crop(image)), expected)
+
+
+def test_hf_preprocessing_of_a_built_in_checkpoint_uses_its_shipped_processor():
+    from deit_tt.checkpoints.builtin import built_in_folder
+    from deit_tt.evaluation import Preprocessor
+    from transformers import AutoImageProcessor
+
+    preprocessor = Preprocessor("hf", "shapes:tiny")
+    shipped = AutoImageProcessor.from_pretrained(str(built_in_folder("shapes:tiny")), use_fast=False)
+    image = Image.new("RGB", (300, 200), (30, 120, 220))
+    assert torch.equal(preprocessor(image), shipped(images=image, return_tensors="pt")["pixel_values"][0])
+    assert preprocessor.description.startswith("hf: the image processor of shapes:tiny: ")

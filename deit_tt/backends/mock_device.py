@@ -189,12 +189,14 @@ def kernel_source() -> str:
 def mock_environment() -> dict[str, str]:
     """The variables that make ttnn's JIT build work on the mock device.
 
-    Empty with a real SFPI toolchain or a user-set runtime root. Stub kernels get a JIT cache of their
+    Empty with a real SFPI toolchain or a runtime root the user set (one this module built is checked, even
+    when inherited through the environment). Stub kernels get a JIT cache of their
     own, so that they can never be picked up by a run on a card.
     """
-    if real_sfpi() is not None or RUNTIME_ROOT_ENV in os.environ:
+    inherited = os.environ.get(RUNTIME_ROOT_ENV)
+    if real_sfpi() is not None or (inherited is not None and Path(inherited) != mock_root_dir()):
         return {}
-    root = prepare_runtime_root()
+    root = prepare_runtime_root()  # also when inherited from a deit_tt parent process: checked all the same
     return {
         RUNTIME_ROOT_ENV: str(root),
         JIT_CACHE_ENV: f"{root.parent / 'jit-cache'}/",  # tt-metal appends to it as a string

@@ -154,7 +154,7 @@ class ResultsLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as error:
-                holder = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+                holder = " ".join(os.read(fd, 4096).decode(errors="replace").split()) or "another process"
                 os.close(fd)
                 if error.errno not in (errno.EAGAIN, errno.EACCES):
                     raise EvaluationError(f"cannot lock {self.path} ({error.strerror}); pass another --out") from None
@@ -170,7 +170,8 @@ class ResultsLock:
                 break
             os.close(fd)
         os.ftruncate(fd, 0)
-        os.write(fd, f"process {os.getpid()}: {' '.join(sys.orig_argv)[:300]}\n".encode(errors="replace"))
+        command = " ".join(" ".join(sys.orig_argv).split())[:300]  # one line, whatever the arguments hold
+        os.write(fd, f"process {os.getpid()}: {command}\n".encode(errors="replace"))
         return fd
 
     def release(self) -> None:
@@ -199,7 +200,7 @@ class ResultsWriter:
     holding its ``ResultsLock`` until ``close``. ``restart`` replaces only a results file."""
 
     def __init__(self, path: str | os.PathLike, header: dict, restart: bool = False):
-        self.path = Path(path)
+        self.path = check_results_target(path)
         self._lock = ResultsLock(self.path)
         try:
             self._open(header, restart)
