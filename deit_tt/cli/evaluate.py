@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preprocess", choices=PREPROCESSING_MODES, default="official", help="official DeiT eval recipe (default) or the checkpoint's own HF image processor")
     parser.add_argument("--out", metavar="FILE", default=None, help="results file (JSON lines) to write or resume (default: $DEIT_TT_RESULTS_DIR or ~/.cache/deit_tt/evaluation, "
                         "<model>-<executor>[-<numerics>]-<policy>-<preprocess>[-reference]-<data folder>-<fingerprint>.jsonl)")
-    parser.add_argument("--restart", action="store_true", help="discard an existing results file instead of resuming it")
+    parser.add_argument("--restart", action="store_true", help="discard an existing results file instead of resuming it (any other kind of file is refused)")
     add_model_argument(parser)
     add_executor_argument(parser)
     add_numerics_argument(parser)
