@@ -191,7 +191,7 @@ def test_symlink_loops_and_non_utf8_names_in_the_dataset_folder(corpus, environm
     assert "corrupt: rings/broken-\\udcfe.png: is not an image file" in result.stdout
 
 
-# -- 7. batch settings --------------------------------------------------------------------------------------------------
+# -- 7. batch (and other) settings -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -204,13 +204,15 @@ def test_symlink_loops_and_non_utf8_names_in_the_dataset_folder(corpus, environm
         ("evaluate", ["--batch-size", "-1"], {}, "--batch-size must be a whole number of at least 1, got -1"),
         ("classify", ["--batch-size", "0"], {}, "--batch-size must be a whole number of at least 1, got 0"),
         ("classify", ["--batch-size", "9"], {}, "--batch-size 9 is more than the 8 rows of the n150's core grid"),
+        ("evaluate", ["--devices", "0"], {}, "--devices must be at least 1, got 0"),
+        ("classify", [], {"DEIT_TT_NUMERICS": "fast"}, "unknown numerics 'fast' (from $DEIT_TT_NUMERICS)"),
     ],
 )
-def test_bad_batch_settings_are_refused_before_the_model_loads(corpus, environment, scratch, command, arguments, variables, message):
+def test_bad_settings_are_refused_before_the_model_loads(corpus, environment, scratch, command, arguments, variables, message):
     if command == "evaluate":
         arguments = ["evaluate", "--no-progress", *arguments, *MODEL, "--data", str(corpus)]
     else:
-        arguments = ["classify", *arguments, *MODEL, str(next(corpus.glob("*/*.png")))]
+        arguments = ["classify", *arguments, *MODEL[:4], str(next(corpus.glob("*/*.png")))]  # numerics from the variable
     one_line_error(cli(arguments, environment, scratch, variables), message, before_loading=True)
 
 

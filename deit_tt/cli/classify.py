@@ -28,7 +28,7 @@ from deit_tt.cli.common import (
     add_model_argument,
     add_numerics_argument,
     add_policy_argument,
-    checked_batch_size,
+    check_settings,
     pipeline_from_args,
     tolerate_undecodable_names,
 )
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     tolerate_undecodable_names()
     if args.top_k < 1:
         raise UserFacingError(f"--top-k must be at least 1, got {args.top_k}")
-    checked_batch_size(args)
+    check_settings(args)
     if args.images.count(STDIN) > 1:
         raise UserFacingError('"-" (stdin) can be given only once')
     sources: list[tuple[str, object]] = []

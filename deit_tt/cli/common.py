@@ -64,6 +64,14 @@ def refuse_mock_executor(args: argparse.Namespace, purpose: str) -> None:
         raise no_values_error(purpose)
 
 
+def check_settings(args: argparse.Namespace) -> None:
+    """Every setting of a command that runs the model, checked before anything loads (one line each)."""
+    if args.devices is not None and args.devices < 1:
+        raise UserFacingError(f"--devices must be at least 1, got {args.devices}")
+    planned_executor(args)  # --executor / $DEIT_TT_EXECUTOR and --numerics / $DEIT_TT_NUMERICS
+    checked_batch_size(args)
+
+
 def checked_batch_size(args: argparse.Namespace) -> int:
     """--batch-size, else $DEIT_TT_BATCH, checked before anything loads: a whole number of at least 1 that the
     core grid can take (one image per row of the attention grid: ``deit_tt.sharding.rules.check_attention_rows_fit``)."""

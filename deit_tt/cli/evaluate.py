@@ -28,7 +28,7 @@ from deit_tt.cli.common import (
     add_numerics_argument,
     add_model_argument,
     add_policy_argument,
-    checked_batch_size,
+    check_settings,
     pipeline_from_args,
     planned_executor,
     refuse_mock_executor,
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserFacingError(f"--limit must be at least 1, got {args.limit}")
     if args.workers is not None and args.workers < 0:
         raise UserFacingError(f"--workers must be 0 or more, got {args.workers}")
-    checked_batch_size(args)
+    check_settings(args)
     refuse_mock_executor(args, "evaluate")
     require_folder(args.data)  # before the model: fail fast on a missing folder
     with ExitStack() as held:
