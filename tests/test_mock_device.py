@@ -218,6 +218,7 @@ def test_the_measured_table_sets_the_plan_estimate_beside_each_configured_op(moc
     assert len(qkv) == 12 and set(qkv["output"]) == {expected} == {"L1 block 64x96@6x7 bfloat16"}
     estimate = pipeline.plan.table().set_index("op").loc["qkv", "L1 bytes/core"]
     assert (qkv["plan estimate"] == estimate).all()
+    assert (qkv["difference"] == qkv["L1 allocated/core"] - estimate).all()
     assert (qkv["ttnn - plan"] == qkv["ttnn.graph peak"] - estimate).all()
     assert table["plan estimate"].isna().sum() == 9  # the embedding ops before the encoder grid
     assert (table["L1 allocated/core"] > 0).all()

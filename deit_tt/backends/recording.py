@@ -119,7 +119,7 @@ def describe_placement(tensor) -> str:
 def records_table(records: list[OpRecord], plan, l1_bank_bytes: int) -> pd.DataFrame:
     """The measured per-op table, with the plan's estimate beside each op it configured.
 
-    "ttnn - plan" is ttnn.graph's peak minus the plan's estimate. The plan counts an op's input and output
+    "difference" is the allocator's figure after the op minus the plan's estimate. "ttnn - plan" is ttnn.graph's peak minus the plan's estimate. The plan counts an op's input and output
     shards and its circular buffers, and its circular buffers agree with ttnn.graph's byte for byte (the 2D
     multicast matmuls, LayerNorm, softmax, the head split and the reshards). What it leaves out are the
     tensors alive across the op: the residual (one encoder shard) beside every op of a layer, V beside
@@ -148,11 +148,12 @@ def records_table(records: list[OpRecord], plan, l1_bank_bytes: int) -> pd.DataF
                 "ttnn.graph peak": record.l1_peak,
                 "peak %": round(100.0 * record.l1_peak / l1_bank_bytes, 1),
                 "plan estimate": estimate,
+                "difference": None if estimate is None else record.l1_allocated - estimate,
                 "ttnn - plan": None if estimate is None else record.l1_peak - estimate,
             }
         )
     table = pd.DataFrame(rows)
-    return table.astype({"plan estimate": "Int64", "ttnn - plan": "Int64"})
+    return table.astype({"plan estimate": "Int64", "difference": "Int64", "ttnn - plan": "Int64"})
 
 
 # ttnn-visualizer's operations table also lists these calls, which the model makes outside ``executor.run``.
