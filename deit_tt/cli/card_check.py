@@ -29,6 +29,7 @@ HELP = "one Markdown + JSON report of what this machine's card shows (without a 
 NEEDS_A_CARD = "needs a card"
 TENSTORRENT_PCI_VENDOR = "0x1e52"
 REPORT_NAME = "card-check"
+UNHARVESTED_BLACKHOLE_COLUMNS = 13  # a P150 reports 13x10 unharvested, 11x10 from firmware 19.5.0 on
 PROFILE_COMMANDS = (
     "python -m tracy -r -p -v -m deit_tt classify IMAGE.jpg --executor device --model {model}",
     "tt-perf-report generated/profiler/reports/<date>/ops_perf_results_<date>.csv",
@@ -168,25 +169,23 @@ def device_section(card: bool, chip_name: str) -> Section:
         data = {
             "ttnn": ttnn_version(),
             "chips": runtime.num_devices,
-            "arch": str(device.arch()).split(".")[-1],
+            "arch": runtime.chip.arch,  # the package's chip whose arch and grid match what ttnn reports
             "grid": [grid.x, grid.y],
             "matched chip": runtime.chip.name,
             "l1 bank bytes": runtime.l1_bytes_per_core,
-            "harvested columns": _harvested_columns(runtime.chip.arch, grid.x),
         }
     finally:
         runtime.close()
+    harvesting = (
+        f", {UNHARVESTED_BLACKHOLE_COLUMNS - grid.x} of {UNHARVESTED_BLACKHOLE_COLUMNS} Tensix columns harvested"
+        if data["arch"] == "blackhole" else ""
+    )
     text = (
-        f"ttnn {data['ttnn']} opened {data['chips']} chip(s): {data['arch']}, compute grid {grid.x}x{grid.y} "
-        f"({data['harvested columns']} column(s) harvested), {data['l1 bank bytes']} B L1 bank per core; matched "
-        f"to the package's {data['matched chip']}. The firmware version is in ttnn's device-open log and in `tt-smi -s`."
+        f"ttnn {data['ttnn']} opened {data['chips']} chip(s): {data['arch']}, compute grid {grid.x}x{grid.y}{harvesting}, "
+        f"{data['l1 bank bytes']} B L1 bank per core; matched to the package's {data['matched chip']}. "
+        "The firmware version is in ttnn's device-open log and in `tt-smi -s`."
     )
     return Section("Device and firmware", "card", text, data)
-
-
-def _harvested_columns(arch: str, columns: int) -> int:
-    """Tensix columns missing from the compute grid: Wormhole n150 reports 8 of its usable 8, Blackhole 13 unharvested."""
-    return max(0, {"wormhole_b0": 8, "blackhole": 13}.get(arch, columns) - columns)
 
 
 def l1_section(card: bool, checkpoint, policy, chip_name: str) -> Section:
@@ -254,7 +253,7 @@ def pcc_section(card: bool, checkpoint, policy, batch: int) -> Section:
         distance = {n: float((table["card"] - table[f"host {n}"]).abs().mean()) for n in NUMERICS}
         closer = min(distance, key=distance.get)
         data["mean |card - host| per numerics"] = distance
-        verdict = f"Mean |PCC(card) - PCC(host)| over the stages: " + ", ".join(f"{n} {d:.2e}" for n, d in distance.items()) + f": **{closer}** predicts the card better."
+        verdict = "Mean |PCC(card) - PCC(host)| over the stages: " + ", ".join(f"{n} {d:.2e}" for n, d in distance.items()) + f": **{closer}** predicts the card better."
     else:
         verdict = (
             "The card column needs a card. The host's tensix numerics is a model of Tensix arithmetic built from tt-metal's "
