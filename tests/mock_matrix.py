@@ -4,7 +4,8 @@
 
 One process per chip (ttnn reads the mock cluster descriptor once per process), one device opened for
 all combinations. Prints one JSON line per combination: the ops ttnn completed, or the sharding rule
-that refused the plan before any op was issued, or ttnn's own error. tests/test_mock_device.py drives it.
+that refused the plan before any op was issued, or ttnn's own error; for a completed forward the peak L1 per
+core held by the allocator's buffers and the peak with circular buffers as ttnn.graph counts it. tests/test_mock_device.py drives it.
 """
 
 from __future__ import annotations
@@ -62,7 +63,12 @@ def main() -> int:
                     else:
                         try:
                             records = dry_run(pipeline)
-                            result.update(outcome="completed", ops=len(records), peak_l1=max(r.l1_allocated for r in records))
+                            result.update(
+                                outcome="completed",
+                                ops=len(records),
+                                peak_l1=max(r.l1_allocated for r in records),
+                                peak_l1_with_cbs=max(r.l1_peak for r in records),
+                            )
                         except RuntimeError as error:
                             result.update(outcome="ttnn error", message=str(error).strip().splitlines()[0])
                         finally:

@@ -417,7 +417,7 @@ def test_broken_plan_is_rejected(op, change, rule, fragment):
 
 
 def test_l1_budget_rule_in_make_plan():
-    with pytest.raises(ShardingRuleError, match=r"^\[L1 budget\] op 'qkv': about \d+ B per core exceeds the 200000 B"):
+    with pytest.raises(ShardingRuleError, match=r"^\[L1 budget\] op 'layernorm_before': about \d+ B per core exceeds the 200000 B"):
         make_plan(DIMS["base"], 8, (8, 8), 200_000)
 
 

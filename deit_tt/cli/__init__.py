@@ -14,14 +14,14 @@ import sys
 
 from deit_tt.errors import UserFacingError
 
-COMMANDS = ("convert", "plan", "classify", "evaluate")
+COMMANDS = ("convert", "plan", "classify", "evaluate", "card-check")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m deit_tt", description="DeiT on Tenstorrent hardware via ttnn")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        module = importlib.import_module(f"deit_tt.cli.{name}")
+        module = importlib.import_module(f"deit_tt.cli.{name.replace('-', '_')}")
         sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(sub)
         sub.set_defaults(run=module.run)

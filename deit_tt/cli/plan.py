@@ -6,8 +6,9 @@ Only the model's config is read (``random:<size>`` needs nothing; a hub id or di
 against every ttnn validator rule on the host.
 
 With ``--dry-run`` the model's forward runs once on tt-metal's mock device for the chip: ttnn itself
-validates and allocates every op, and the table shows, per op, where its output lives and the L1 its
-allocator holds per core, beside the plan's estimate. No values are computed.
+validates and allocates every op, and the table shows, per op, where its output lives, the L1 its
+allocator holds per core, the op's own buffers and circular buffers as ``ttnn.graph`` reports them, the
+peak per core they add up to, and the plan's estimate beside it. No values are computed.
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dry-run",
         action="store_true",
         help="run one forward on tt-metal's mock device for the chip and print what ttnn's allocator held per op",
+    )
+    parser.add_argument(
+        "--report",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="with --dry-run: capture one forward with ttnn.graph into DIR/db.sqlite, a ttnn-visualizer report "
+        "(open it with: ttnn-visualizer --profiler-path DIR; pip install '.[visualizer]')",
     )
     parser.add_argument(
         "--compare-published",
@@ -112,11 +121,12 @@ def format_plan(plan, model_name: str, chip_name: str) -> str:
     return "\n".join(lines)
 
 
-def format_dry_run(model_name: str, chip_name: str, batch: int, policy_name: str) -> str:
-    """One forward on the chip's mock device, as a per-op table of ttnn's own placement and allocation."""
+def format_dry_run(model_name: str, chip_name: str, batch: int, policy_name: str, report: Path | None = None) -> str:
+    """One forward on the chip's mock device, as a per-op table of ttnn's own placement and allocation;
+    with ``report``, a second forward captured into a ttnn-visualizer database there."""
     import pandas as pd
 
-    from deit_tt.backends.recording import dry_run, peak, records_table
+    from deit_tt.backends.recording import dry_run, graph_peak, graph_report, peak, records_table
     from deit_tt.pipeline import build_pipeline
 
     with build_pipeline(model_name, "mock", policy_name, batch, chip=chip_name) as pipeline:
@@ -124,17 +134,22 @@ def format_dry_run(model_name: str, chip_name: str, batch: int, policy_name: str
         bank = pipeline.runtime.l1_bytes_per_core
         table = records_table(records, pipeline.plan, bank)
         banner = pipeline.banner()
-    top, estimated = peak(records), max(pipeline.plan.table()["L1 bytes/core"])
+        database = None if report is None else graph_report(pipeline, report)
+    top, with_cbs, estimated = peak(records), graph_peak(records), max(pipeline.plan.table()["L1 bytes/core"])
     lines = [
         banner,
         f"{len(records)} ops validated, planned and allocated by ttnn; L1 bank {bank} B per core",
         f"peak L1 held by buffers: {top.l1_allocated} B per core ({100 * top.l1_allocated / bank:.1f} %) "
-        f"after op #{top.index} {top.op}; the plan's largest per-op estimate: {estimated} B (includes circular buffers, "
-        "which the allocator does not hold: ttnn checks them against the buffers when each program is set up)",
+        f"after op #{top.index} {top.op} (ttnn's allocator)",
+        f"peak L1 with circular buffers: {with_cbs.l1_peak} B per core ({100 * with_cbs.l1_peak / bank:.1f} %) "
+        f"during op #{with_cbs.index} {with_cbs.op} (ttnn.graph: buffers held + the op's buffers + its circular buffers); "
+        f"margin to the bank {bank - with_cbs.l1_peak} B; the plan's largest per-op estimate: {estimated} B",
         "",
     ]
     with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 120, "display.max_rows", None):
         lines.append(table.to_string(index=False))
+    if database is not None:
+        lines += ["", f"ttnn-visualizer report: {database} (open it with: ttnn-visualizer --profiler-path {report})"]
     return "\n".join(lines)
 
 
@@ -144,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
     from deit_tt.backends.runtime import CHIPS, DEFAULT_HOST_CHIP, Runtime
     from deit_tt.sharding import ShardingRuleError, compare_with_published
 
+    if args.report is not None and not args.dry_run:
+        raise UserFacingError("--report captures the dry run's forward: add --dry-run")
     chip_name = settings.CHIP.get(args.chip) or DEFAULT_HOST_CHIP
     if chip_name not in CHIPS:
         raise UserFacingError(f"unknown chip {chip_name!r} (from --chip or ${settings.CHIP.variable}); choose one of {', '.join(CHIPS)}")
@@ -156,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     except ShardingRuleError as error:
         raise UserFacingError(f"no valid sharding plan for batch {batch} on {chip_name}: {error}") from None
     if args.dry_run:  # the plan above refused nothing: now ttnn itself checks it
-        print(format_dry_run(model_name, chip_name, batch, policy.name))
+        print(format_dry_run(model_name, chip_name, batch, policy.name, args.report))
         return 0
     comparison = None
     if args.compare_published:

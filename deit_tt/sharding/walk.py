@@ -196,8 +196,11 @@ def _layernorm_step(plan: ShardingPlan, op: str, x: Sharded) -> Step:
         "input shard": x.shard_bytes,
         "output shard": out.shard_bytes,
         "gamma+beta CBs": 2 * cfg.block_w * bf16_tile,
-        "x-mean CB": cfg.block_h * cfg.block_w * bf16_tile,
-        "stats CBs": (4 * cfg.block_h + 2) * bf16_tile,
+        # As ttnn.graph reports them (NO_DISPATCH capture, ttnn 0.81.1): two block-sized intermediates (x - mean and
+        # its square), five block_h-tile statistics buffers, the partial statistics gathered from each core of the
+        # row (2 x cores across), and four scalar tiles.
+        "x-mean CBs (x2)": 2 * cfg.block_h * cfg.block_w * bf16_tile,
+        "stats CBs": (5 * cfg.block_h + 2 * x.grid[0] + 4) * bf16_tile,
     }
     return Step(op, "layernorm + layernorm_compute", grid, x.layout, out, [x], l1)
 
@@ -252,7 +255,11 @@ def _mcast_step(
 
 def _reshard_step(plan: ShardingPlan, op: str, x: Sharded, target: Sharded) -> Step:
     check_grid_within_device(op, target.grid, plan.grid)
-    l1 = {"input shard": x.shard_bytes, "output shard": target.shard_bytes}
+    same = (x.layout, x.grid, x.shard, x.dtype, x.orientation) == (target.layout, target.grid, target.shard, target.dtype, target.orientation)
+    if same:  # ttnn hands back the input itself: no copy, no buffer
+        l1 = {"input shard": x.shard_bytes}
+    else:  # ttnn.graph reports a two-tile staging buffer for each sharded-to-sharded move
+        l1 = {"input shard": x.shard_bytes, "output shard": target.shard_bytes, "staging CB (2 tiles)": 2 * tile_bytes(x.dtype)}
     return Step(op, target.name, target.grid, target.layout, target, [x], l1)
 
 
@@ -280,7 +287,11 @@ def _split_heads_step(plan: ShardingPlan, qkv: Sharded) -> tuple[Step, Sharded, 
     q = Sharded("query", HEIGHT, qkv.grid, (B * dims.heads * S // cores, hs), act)
     k_t = Sharded("key (transposed)", HEIGHT, qkv.grid, (B * dims.heads * hs // cores, S), act)
     v = Sharded("value", HEIGHT, qkv.grid, (B * dims.heads * S // cores, hs), act)
-    l1 = {"input shard": qkv.shard_bytes, "Q+K^T+V shards": q.shard_bytes + k_t.shard_bytes + v.shard_bytes}
+    l1 = {
+        "input shard": qkv.shard_bytes,
+        "Q+K^T+V shards": q.shard_bytes + k_t.shard_bytes + v.shard_bytes,
+        "transpose CB": k_t.shard_bytes,  # ttnn.graph: one scratch buffer the size of a head shard, for K^T
+    }
     return Step(op, "heads_memory_config", qkv.grid, HEIGHT, q, [qkv], l1), q, k_t, v
 
 
@@ -344,7 +355,7 @@ def _softmax_step(plan: ShardingPlan, scores: Sharded) -> Step:
         "mask CB": cfg.block_w * bf16_tile,
         "scaled+masked CB": cfg.block_w * bf16_tile,
         "exp CBs": 2 * cfg.block_w * bf16_tile,
-        "scalar CBs": 4 * bf16_tile,
+        "scalar CBs": 5 * bf16_tile,  # ttnn.graph reports five one-tile buffers beside the four block_w ones
     }
     return Step(op, "softmax", grid, scores.layout, scores, [scores], l1)
 
