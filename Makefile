@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine (see README):
-#   make demo   classify the bundled images (real checkpoint by default; DEIT_TT_MODEL=random:base offline)
+#   make demo   classify the bundled photos with the real checkpoint; offline, the bundled scenes with shapes:tiny
 #   make test   the test suite, notebooks included
 # Both create .venv with Python 3.12 (ttnn 0.81.1 ships wheels for 3.10 and 3.12 only) when missing.
 
@@ -20,7 +20,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m deit_tt classify data/images/*.jpg data/images/*.png
+	$(BIN)/python -m deit_tt demo
 
 # .jupyter/jupyter_server_config.json raises the websocket message limit (Tornado's default is 10 MiB),
 # so that the upload widget of notebook 03 receives large photos; other Jupyter config still applies.
