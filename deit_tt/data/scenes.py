@@ -7,7 +7,7 @@ small distractor strokes far smaller than any object). Every image is a pure fun
 shipped. The object's box is returned with each scene; objects stay inside the central region that the
 official preprocessing (resize 256, centre crop 224) keeps.
 
-    python -m deit_tt.data.scenes --out data/scenes --train 6000 --val 500 --test 1000
+    python -m deit_tt.data.scenes --out generated/scenes --train 6000 --val 500 --test 1000
 """
 
 from __future__ import annotations
