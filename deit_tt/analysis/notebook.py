@@ -35,7 +35,7 @@ PARAMETERS: dict[str, tuple[Setting, Callable[[Setting], object]]] = {
     "results_dir": (settings.RESULTS_DIR, Setting.path),
     "save_checkpoint": (settings.SAVE_CHECKPOINT, lambda setting: setting.get() or ""),
     "held_out": (settings.HELD_OUT, Setting.integer),
-    "train_images": (settings.TRAIN_IMAGES, _count),
+    "train_images": (settings.TRAIN_IMAGES, lambda setting: setting.integer() if setting.get() else None),
     "train_minutes": (settings.TRAIN_MINUTES, Setting.number),
 }
 
