@@ -39,3 +39,37 @@ def test_notebook_03_runs_with_no_settings_and_no_hub(offline_environment, tmp_p
     assert "because facebook/deit-base-distilled-patch16-224 cannot be loaded here" in text
     assert "WARNING cat_chelsea.jpg: shapes:tiny knows only the ten textures" in text
     assert "widget self-test passed: rings.png" in text
+
+
+@pytest.fixture
+def no_hub(monkeypatch):
+    from deit_tt.checkpoints import hub
+
+    for name in [name for name in os.environ if name.startswith("DEIT_TT_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub, "is_cached", lambda repo_id: False)
+    hub.hub_unreachable.cache_clear()
+    yield
+    hub.hub_unreachable.cache_clear()
+
+
+def test_notebook_setup_falls_back_only_for_the_default_model(no_hub, monkeypatch, capsys):
+    from deit_tt.analysis.notebook import notebook_setup
+    from deit_tt.checkpoints.builtin import scenes_model_folder
+    from deit_tt.errors import UserFacingError
+
+    setup = notebook_setup("random:tiny", "batch", "num_images")
+    assert (setup.model, setup.batch, setup.num_images) == ("random:tiny", 8, 0) and setup.model_choice.fell_back
+    banner = capsys.readouterr().out
+    assert "model: random:tiny (DeiT-tiny with seeded random weights" in banner and "($DEIT_TT_MODEL)" in banner
+    assert "batch: 8   ($DEIT_TT_BATCH)" in banner and "num_images: 0   ($DEIT_TT_NUM_IMAGES)" in banner
+
+    monkeypatch.setenv("DEIT_TT_MODEL", "random:base")  # named, and loadable: kept
+    assert notebook_setup("shapes:tiny").model == "random:base"
+    setup = notebook_setup("shapes:tiny", accepts=scenes_model_folder)  # notebook 05: needs a scenes model
+    assert setup.model == "shapes:tiny" and setup.model_choice.reason == "random:base is not a model trained on the generated scenes"
+
+    monkeypatch.setenv("DEIT_TT_MODEL", "facebook/deit-small-distilled-patch16-224")  # named, not loadable: the hub's error
+    with pytest.raises(UserFacingError, match="^cannot load checkpoint 'facebook/deit-small-distilled-patch16-224'"):
+        notebook_setup("random:tiny")
