@@ -62,8 +62,9 @@ def build(executed: Path, out: Path) -> list[Path]:
     (out / "index.html").write_text(
         "<!doctype html><meta charset='utf-8'><title>deit-tt notebooks</title>"
         "<h1>deit-tt: the notebooks, executed</h1>"
-        "<p>Run once with the offline defaults (no Hugging Face hub: each notebook's banner names the model it "
-        "fell back to) and no Tenstorrent card (host executor).</p>"
+        "<p>Executed once, by <code>make test</code>, with the offline defaults: no Hugging Face hub, so each notebook's "
+        "first cell names the model it fell back to, and notebook 05 with the test run's short training and held-out "
+        "set (its first cell prints the values). Each banner says where the ops ran: a card, or the host.</p>"
         f"<ol>\n{items}\n</ol>\n"
     )
     return [out / name for name, _ in entries]
