@@ -26,6 +26,10 @@ class Setting:
         """``given`` when it is set, else the variable when it is set (and not empty), else the default."""
         return given or os.environ.get(self.variable) or self.default
 
+    def is_set(self) -> bool:
+        """True when the variable is set (and not empty): the value is the user's, not the default."""
+        return bool(os.environ.get(self.variable))
+
     def path(self, given: str | Path | None = None) -> Path | None:
         value = self.get(str(given) if given else None)
         return Path(value).expanduser() if value else None

@@ -54,7 +54,7 @@ FITS = "element => element.scrollWidth <= element.clientWidth"  # the text is no
 # Parts of the widget reaching past its right edge, where the notebook cuts them off.
 STICKING_OUT = """root => {
     const edge = root.getBoundingClientRect().right + 1;
-    return [...root.querySelectorAll('.widget-upload, .deit-tt-status, img')]
+    return [...root.querySelectorAll('.widget-upload, .deit-tt-status, img, table')]
         .filter(element => element.offsetParent !== null && element.getBoundingClientRect().right > edge)
         .map(element => element.className || element.tagName);
 }"""
@@ -133,12 +133,14 @@ def upload(widget, path: Path, kind: str) -> None:
 def assert_classified(widget, path: Path) -> None:
     upload(widget, path, "ok")
     headers = widget.locator("table th").all_inner_texts()
-    assert headers[1:] == HEADS
-    assert widget.locator("table tr").count() == 1 + 5
+    assert headers == HEADS  # one table per head
+    assert widget.locator("table tr").count() == len(HEADS) * (1 + 5)
     assert "random weights" in widget.inner_text()
-    preview, maps = widget.evaluate(VISIBLE_IMAGES)
+    preview, *maps = widget.evaluate(VISIBLE_IMAGES)
     assert preview["naturalWidth"] == preview["width"] == preview["height"] == 224  # the model's crop, unstretched
-    assert_keeps_aspect(maps)
+    assert len(maps) == 4  # last layer and rollout, CLS and distillation, one tile each
+    for tile in maps:
+        assert_keeps_aspect(tile)
     assert widget.evaluate(STICKING_OUT) == []
 
 
@@ -186,10 +188,31 @@ def test_narrow_window_keeps_the_aspect_ratio(widget):
     page.set_viewport_size(NARROW)
     try:
         images = widget.evaluate(VISIBLE_IMAGES)
-        assert len(images) == 2
+        assert len(images) == 5
         for image in images:
             assert_keeps_aspect(image)
         assert widget.evaluate(STICKING_OUT) == []  # smaller pictures, an ellipsis on a long status line
         assert widget.locator(".widget-upload").evaluate(FITS)
+    finally:
+        page.set_viewport_size(WIDE)
+
+
+@pytest.mark.parametrize("width", [700, 1400])
+def test_fits_beside_the_file_browser(widget, width, tmp_path):
+    """A laptop-sized window with JupyterLab's file browser open: nothing clipped, maps at full size, each head's
+    table whole (the tables and tiles wrap onto more rows instead). The screenshot is kept for a person to look at."""
+    page = widget.page
+    page.set_viewport_size({"width": width, "height": 1000})
+    try:
+        if not page.locator("#filebrowser").is_visible():
+            page.locator('.jp-SideBar.jp-mod-left [data-id="filebrowser"]').click()
+        expect(page.locator("#filebrowser")).to_be_visible()
+        widget.scroll_into_view_if_needed()
+        assert widget.evaluate(STICKING_OUT) == []
+        preview, *tiles = widget.evaluate(VISIBLE_IMAGES)
+        assert [tile["width"] for tile in tiles] == [224] * 4, tiles  # not shrunk to thumbnails
+        assert widget.locator("table").count() == len(HEADS)
+        widget.screenshot(path=tmp_path / f"widget-{width}px.png")
+        page.screenshot(path=tmp_path / f"page-{width}px.png")
     finally:
         page.set_viewport_size(WIDE)

@@ -1,5 +1,5 @@
 """Committed notebooks are clean: no outputs, no execution counts, the standard kernel, and a first
-code cell that reads DEIT_TT_MODEL (so CI can run every notebook small and a user can run it full)."""
+code cell that reads the settings through notebook_setup (so CI can run every notebook small and a user can run it full)."""
 
 from __future__ import annotations
 
@@ -43,9 +43,11 @@ def test_notebook_uses_the_python3_kernel(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_first_code_cell_reads_the_model_from_the_environment(path):
+def test_first_code_cell_reads_its_settings_through_notebook_setup(path):
+    """One place reads the settings and picks the model (or its offline fallback): no notebook reads the
+    environment itself, so CI can run every notebook small and a user can run it full."""
     code = [cell for cell in _load(path).cells if cell.cell_type == "code"]
     assert code, f"{path.name} has no code cells"
-    source = code[0].source
-    reads_environment = "environ" in source or "getenv" in source
-    assert "DEIT_TT_MODEL" in source and reads_environment, f"{path.name}: the first code cell must read DEIT_TT_MODEL from the environment"
+    assert "setup = notebook_setup(" in code[0].source, f"{path.name}: the first code cell must call notebook_setup"
+    readers = [index for index, cell in enumerate(code) if "environ" in cell.source or "getenv" in cell.source]
+    assert not readers, f"{path.name}: code cells {readers} read the environment; use notebook_setup / deit_tt.settings"

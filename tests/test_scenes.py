@@ -17,7 +17,7 @@ from transformers import DeiTForImageClassificationWithTeacher
 
 from deit_tt.training.distillation import TrainSettings, crop_offsets, crop_positions, scene_pixels, student_config, warmup_cosine
 from deit_tt.checkpoints.labels import head_class_names
-from deit_tt.data.scenes import SCENE_CLASSES, SCENE_SIZE, render_scene, write_splits
+from deit_tt.data.scenes import BUNDLED_SCENES, SCENE_CLASSES, SCENE_SIZE, render_scene, write_examples, write_splits
 from deit_tt.training.teacher import load_teacher
 from deit_tt.checkpoints.builtin import TEACHER_FILE, TRAINING_RECORD
 from deit_tt.training.train_shapes import run
@@ -85,3 +85,13 @@ def test_a_short_training_run_saves_a_distilled_checkpoint_with_the_scene_labels
     assert all(parameter.dtype == torch.float32 for parameter in checkpoint.model.parameters())
     teacher = load_teacher(tmp_path / TEACHER_FILE)
     assert teacher(torch.zeros(2, 3, SCENE_SIZE, SCENE_SIZE)).shape == (2, len(SCENE_CLASSES))
+
+
+def test_bundled_scenes_are_test_scenes_0_to_9_one_per_class(tmp_path):
+    """data/scenes (what `make demo` classifies offline) is what data/README.md says made it."""
+    from PIL import Image
+
+    regenerated = write_examples(tmp_path)
+    assert sorted(path.name for path in BUNDLED_SCENES.iterdir()) == sorted(f"{name}.png" for name in SCENE_CLASSES)
+    for path in regenerated:
+        assert np.array_equal(np.asarray(Image.open(BUNDLED_SCENES / path.name)), np.asarray(Image.open(path))), path.name

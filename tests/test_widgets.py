@@ -40,9 +40,11 @@ def assert_success(widget: ClassifierWidget, name: str) -> None:
     assert len(classification.average) == len(classification.cls) == len(classification.distillation) == 5
     assert set(result.maps) == MAP_KEYS
     assert all(value.shape == (14, 14) for value in result.maps.values())
-    assert result.figure_png.startswith(b"\x89PNG")
-    assert widget.maps_view.value == result.figure_png and bytes(widget.preview.value).startswith(b"\x89PNG")
-    assert "<table" in widget.table.value and name in widget.status.value
+    assert set(result.tile_pngs) == MAP_KEYS and all(png.startswith(b"\x89PNG") for png in result.tile_pngs.values())
+    assert {key: bytes(tile.value) for key, tile in widget.map_tiles.items()} == result.tile_pngs
+    assert bytes(widget.preview.value).startswith(b"\x89PNG")
+    assert widget.table.value.count("<table") == 3 and name in widget.status.value  # one table per head
+    assert "self-test" not in widget.status.value and not result.self_test
     assert widget.result_view.layout.display == "flex"
     assert not widget.upload.disabled
     assert widget.upload.value == ()  # reset, so the same file can be chosen again
@@ -64,7 +66,7 @@ def test_invalid_kind_gives_one_line_message(widget, kind):
     message = widget.last_error
     assert message and "\n" not in message and message.startswith(f"{name}: ") and "Traceback" not in message
     assert "b00020" in widget.status.value and name in widget.status.value  # shown, in red
-    assert bytes(widget.maps_view.value) == b"" and widget.table.value == ""
+    assert all(bytes(tile.value) == b"" for tile in widget.map_tiles.values()) and widget.table.value == ""
     assert widget.result_view.layout.display == "none"  # no empty image slots (broken-image icons) on screen
     assert widget.upload.value == () and widget.history == [(name, message)]
 
@@ -203,3 +205,31 @@ def test_full_depth_model_and_maps_match_attention_module():
     assert torch.equal(result.maps["distillation/rollout"], attention.attention_rollout(layers, "distillation")[0])
     assert result.classification.average[0].index == int(output.logits[0].argmax())
     assert "RANDOM-INITIALISED" in widget.banner.value and "random weights" in widget.maps_note.value
+
+
+def test_self_test_is_marked_until_the_learner_uploads(widget):
+    """The notebook's self-test leaves a result on screen: it must not pass for the learner's first upload."""
+    path = DATA_IMAGES / "coffee_cup.jpg"
+    result = widget.self_test(path)
+    assert result is not None and result.self_test and result.name == path.name
+    assert 'data-kind="self-test"' in widget.status.value and "not an upload of yours" in widget.status.value
+    assert widget.history[-1] == (f"self-test: {path.name}", "ok")
+    upload(widget, path.read_bytes(), "mine.jpg")
+    assert_success(widget, "mine.jpg")
+    assert 'data-kind="ok"' in widget.status.value
+
+
+def test_a_photo_is_flagged_outside_a_scenes_model_and_a_scene_is_not():
+    from deit_tt.analysis.widgets import outside_training
+    from deit_tt.data.images import load_image
+    from deit_tt.data.scenes import BUNDLED_SCENES
+
+    class ScenesCheckpoint:
+        name = "shapes:tiny"
+
+    photo = load_image(DATA_IMAGES / "cat_chelsea.jpg")
+    warning = outside_training(ScenesCheckpoint, photo)
+    assert warning == ("shapes:tiny knows only the ten textures of the generated 224x224 scenes; this 451x300 image is "
+                       "outside them, so its class and maps say nothing about it")
+    assert outside_training(ScenesCheckpoint, load_image(BUNDLED_SCENES / "rings.png")) is None
+    assert outside_training(tiny_pipeline().checkpoint, photo) is None  # an ImageNet model: photos are its domain

@@ -14,7 +14,7 @@ import sys
 
 from deit_tt.errors import UserFacingError
 
-COMMANDS = ("convert", "plan", "classify", "evaluate", "card-check")
+COMMANDS = ("convert", "plan", "classify", "evaluate", "demo", "card-check")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,10 +40,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _refuse_unloadable_model(argv: list[str]) -> None:
-    """Every command takes --model; check it (or its default) against an unreachable hub first."""
+    """Every command but ``demo`` (which falls back by itself) takes --model; check it (or its default) against
+    an unreachable hub first."""
     from deit_tt.checkpoints.hub import unloadable_reason
 
-    if {"-h", "--help"} & set(argv):
+    if {"-h", "--help"} & set(argv) or argv[:1] == ["demo"]:
         return
     model_only = argparse.ArgumentParser(add_help=False)
     model_only.add_argument("--model")

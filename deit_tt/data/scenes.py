@@ -7,7 +7,7 @@ small distractor strokes far smaller than any object). Every image is a pure fun
 shipped. The object's box is returned with each scene; objects stay inside the central region that the
 official preprocessing (resize 256, centre crop 224) keeps.
 
-    python -m deit_tt.data.scenes --out data/scenes --train 6000 --val 500 --test 1000
+    python -m deit_tt.data.scenes --out generated/scenes --train 6000 --val 500 --test 1000
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ DEFAULT_SEED = 13
 # the official preprocessing keeps [16, 208) of a 224 image (resize to 256, crop 224): objects stay inside.
 _MARGIN = 18
 _SIZE_RANGE = (64, 132)  # object diameter in pixels; distractors are at most 16 pixels long
+# One scene per class, committed in the repository (data/scenes): what `make demo` classifies offline.
+BUNDLED_SCENES = Path(__file__).resolve().parents[2] / "data" / "scenes"
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,16 @@ def render_scene(index: int, split: str = "train", seed: int = DEFAULT_SEED) -> 
 
 def scenes(count: int, split: str = "test", seed: int = DEFAULT_SEED, start: int = 0) -> list[Scene]:
     return [render_scene(index, split, seed) for index in range(start, start + count)]
+
+
+def write_examples(folder: Path, seed: int = DEFAULT_SEED) -> list[Path]:
+    """Test scenes 0-9 (one per class, class ``index % 10``) as ``folder/<class>.png``: the bundled scenes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for scene in scenes(len(SCENE_CLASSES), "test", seed):
+        paths.append(folder / f"{scene.class_name}.png")
+        scene.image.save(paths[-1])
+    return paths
 
 
 def box_in_model_view(box: tuple[int, int, int, int], scene_size: int = SCENE_SIZE) -> tuple[float, float, float, float]:
