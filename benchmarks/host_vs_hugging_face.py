@@ -12,6 +12,11 @@ The host ``tensix`` numerics is a model of a Tensix core built from sources, not
 ``--profile`` also runs one forward of each numerics under torch.profiler and prints where the time goes: by
 ttnn op (the executor's ``run``) and by primitive (GEMM, block-float rounding, softmax, LayerNorm, copies and
 layout, other elementwise work), each aten op's own time attributed to the innermost of these it runs in.
+
+OpenMP's threads wait for work passively here (``OMP_WAIT_POLICY=PASSIVE`` unless set otherwise, before torch
+loads): with the default spinning wait, on 2 cores shared with other processes, a 2-thread host forward of
+random:small took 28-38 s against 2.8 s passive (1 thread: 2.4-3.0 s either way), because the host executor
+runs thousands of short parallel regions and each one waits for a descheduled spinning thread.
 """
 
 from __future__ import annotations
@@ -21,14 +26,16 @@ import collections
 import os
 import time
 
-import torch
-import ttnn
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when OpenMP loads with torch (see above)
 
-from deit_tt.backends import executor as executor_module
-from deit_tt.backends import tensix_numerics
-from deit_tt.backends.executor import HostExecutor, native_bfloat16_matmul
-from deit_tt.checkpoints.loading import load_checkpoint
-from deit_tt.pipeline import build_pipeline
+import torch  # noqa: E402
+import ttnn  # noqa: E402
+
+from deit_tt.backends import executor as executor_module  # noqa: E402
+from deit_tt.backends import tensix_numerics  # noqa: E402
+from deit_tt.backends.executor import HostExecutor, native_bfloat16_matmul  # noqa: E402
+from deit_tt.checkpoints.loading import load_checkpoint  # noqa: E402
+from deit_tt.pipeline import build_pipeline  # noqa: E402
 
 TARGET_RATIOS = {"ideal": 1.3, "tensix": 1.6}
 NUMERICS = ("ideal", "tensix")
@@ -172,7 +179,7 @@ def main() -> None:
 
     print(
         f"cpu capability: {torch.backends.cpu.get_cpu_capability()}  native bf16 GEMM: {native_bfloat16_matmul()}  "
-        f"threads: {torch.get_num_threads()} of {os.cpu_count()} cores  batch: {args.batch}  policy: {args.policy}  "
+        f"threads: {torch.get_num_threads()} of {os.cpu_count()} cores (OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']})  batch: {args.batch}  policy: {args.policy}  "
         f"best of {args.rounds} interleaved rounds",
         flush=True,
     )
