@@ -27,8 +27,7 @@ import contextlib
 import torch
 import ttnn
 
-from deit_tt.backends.blockfloat import round_to_dtype
-from deit_tt.model.conversion import deinterleave_qkv
+from deit_tt.backends.blockfloat import BLOCK_SIZE, MANTISSA_BITS, round_to_dtype
 from deit_tt.backends.tensix_numerics import TENSIX_OPS, resolve_numerics
 
 # Ops that only move data or change its placement: identity on the host (plus dtype rounding).
@@ -130,7 +129,9 @@ class HostExecutor:
             if getattr(output, "ttnn_dtype", None) == dtype:
                 return output  # a pure move keeps the stored values
         elif op is ttnn.transformer.split_query_key_value_and_split_heads:
-            output = self._split_heads(*args, **kwargs)
+            return self._split_heads(*args, dtype=dtype, **kwargs)
+        elif op is ttnn.transformer.concatenate_heads:
+            return self._concatenate_heads(*args, dtype=dtype, **kwargs)
         elif self.numerics == "tensix" and op in TENSIX_OPS:
             if kwargs.get("compute_kernel_config") is None:
                 raise ValueError(f"tensix numerics model {op.__name__} from its compute_kernel_config: pass one (the plan has them)")
@@ -164,12 +165,42 @@ class HostExecutor:
         pass
 
     @staticmethod
-    def _split_heads(fused_qkv: torch.Tensor, *, num_heads: int, **kwargs):
-        """The sharded split reads head-interleaved columns [q0 k0 v0 | q1 k1 v1 | ...] (see the op's
-        documentation); the golden function models the interleaved-memory variant, which reads
-        [Q | K | V]. Reorder the columns to that layout, then evaluate the golden function."""
-        golden = ttnn.get_golden_function(ttnn.transformer.split_query_key_value_and_split_heads)
-        return golden(deinterleave_qkv(fused_qkv, num_heads), num_heads=num_heads, **kwargs)
+    def _split_heads(fused_qkv: torch.Tensor, *, num_heads: int, dtype, transpose_key: bool = True, **kwargs):
+        """The golden function's query [B, H, S, D], key [B, H, D, S] (or [B, H, S, D]) and value [B, H, S, D],
+        read straight from the head-interleaved columns [q0 k0 v0 | q1 k1 v1 | ...] the sharded split reads (see
+        the op's documentation; the golden function models the interleaved-memory variant, which reads
+        [Q | K | V]): one copy per output. Only values move, so a query or value whose rows of 16 are rows of 16
+        of the stored input (D a multiple of 16) keeps the input's stored values; the transposed key is rounded."""
+        if kwargs.get("kv_input_tensor") is not None or kwargs.get("num_kv_heads") not in (None, num_heads):
+            raise NotImplementedError("the host split models one fused QKV input with as many key/value heads as query heads")
+        batch, sequence, width = fused_qkv.shape
+        head_size = width // (3 * num_heads)
+        heads = fused_qkv.view(batch, sequence, num_heads, 3, head_size)
+        query, key, value = (heads[:, :, :, index].permute(0, 2, 1, 3) for index in range(3))
+        if transpose_key:
+            key = key.transpose(-2, -1)
+        return tuple(_moved(part, fused_qkv, dtype) for part in (query, key, value))
+
+    @staticmethod
+    def _concatenate_heads(heads: torch.Tensor, *, dtype, **kwargs):
+        """[B, H, S, D] -> [B, S, H x D], as the golden function (rows of 16 stay rows of 16 when D is a multiple of 16)."""
+        batch, num_heads, sequence, head_size = heads.shape
+        return _moved(heads.transpose(1, 2).reshape(batch, sequence, num_heads * head_size), heads, dtype)
+
+
+def _moved(view: torch.Tensor, source: torch.Tensor, dtype) -> torch.Tensor:
+    """``view`` (values of ``source`` moved around) stored in ``dtype``. Rounding to a block float is idempotent
+    when every row of 16 of ``view`` was a row of 16 of ``source`` already stored in ``dtype``: the same
+    shared exponent, the same m. Then only a copy is made, else the values are rounded as by any op."""
+    source_dtype = getattr(source, "ttnn_dtype", ttnn.bfloat16)
+    rows_kept = source.is_contiguous() and source.shape[-1] % BLOCK_SIZE == 0 and view.shape[-1] % BLOCK_SIZE == 0
+    rows_kept = rows_kept and view.stride(-1) == 1 and view.storage_offset() % BLOCK_SIZE == 0
+    rows_kept = rows_kept and all(stride % BLOCK_SIZE == 0 for stride in view.stride()[:-1])
+    if source_dtype == dtype and (dtype not in MANTISSA_BITS or rows_kept):
+        moved = view.contiguous()
+        moved.ttnn_dtype = dtype
+        return moved
+    return _store(view.contiguous(), dtype)
 
 
 def _store(tensor: torch.Tensor, dtype) -> torch.Tensor:
