@@ -63,6 +63,8 @@ def main() -> int:
                         try:
                             records = dry_run(pipeline)
                             result.update(outcome="completed", ops=len(records), peak_l1=max(r.l1_allocated for r in records))
+                            # every intermediate in L1: a trace must allocate no DRAM scratch (tracing.py's docstring)
+                            result["dram_outputs"] = [f"#{r.index} {r.op}" for r in records if r.output.startswith("DRAM")]
                         except RuntimeError as error:
                             result.update(outcome="ttnn error", message=str(error).strip().splitlines()[0])
                         finally:
