@@ -15,6 +15,7 @@ from deit_tt.model.conversion import DeiTParameters, convert_parameters
 from deit_tt.backends.executor import DeviceExecutor, HostExecutor
 from deit_tt.model.deit import Consumer, DeiTOutput, TtDeiT
 from deit_tt.model.policy import get_policy
+from deit_tt.model.vocabulary import heads_of
 from deit_tt.errors import UserFacingError
 from deit_tt.backends.runtime import CHIPS, DEFAULT_HOST_CHIP, Runtime, card_present, prepare_host, resolve_executor, select_runtime
 from deit_tt.sharding import ModelDims, ShardingPlan, make_plan
@@ -53,7 +54,7 @@ class DeiTPipeline:
         self.policy = policy
         self.batch_size = batch_size
         self.parameters = parameters or convert_parameters(checkpoint, policy, cache_dir=cache_dir)
-        self.plan = plan_for(checkpoint.config, policy, batch_size, runtime)
+        self.plan = plan_for(checkpoint.config, policy, batch_size, runtime, len(heads_of(checkpoint.distilled)))
         executor = HostExecutor(numerics=numerics) if runtime.device is None else DeviceExecutor(runtime.device)
         self.numerics = getattr(executor, "numerics", None)
         self.model = TtDeiT(
@@ -125,10 +126,11 @@ class DeiTPipeline:
         self.close()
 
 
-def plan_for(config, policy, batch_size: int, runtime: Runtime) -> ShardingPlan:
-    """The sharding plan for a model ``config`` at ``batch_size`` on ``runtime``'s grid and L1, in ``policy``'s dtypes."""
+def plan_for(config, policy, batch_size: int, runtime: Runtime, classifier_heads: int = 2) -> ShardingPlan:
+    """The sharding plan for a model ``config`` with ``classifier_heads`` heads (2: distilled) at ``batch_size`` on
+    ``runtime``'s grid and L1, in ``policy``'s dtypes."""
     return make_plan(
-        ModelDims.from_config(config),
+        ModelDims.from_config(config, classifier_heads),
         batch_size,
         runtime.grid,
         runtime.l1_bytes_per_core,
@@ -184,7 +186,7 @@ def trace_region_for(checkpoint, parameters, policy, batch_size: int, arch: str,
     on the plan for the arch's first chip; the op sequence does not depend on the grid) x the trace bytes of a
     program on the arch's largest grid (``deit_tt.backends.tracing``)."""
     chips = [chip for chip in CHIPS.values() if chip.arch == arch]
-    plan = plan_for(checkpoint.config, policy, batch_size, Runtime("host", chips[0]))
+    plan = plan_for(checkpoint.config, policy, batch_size, Runtime("host", chips[0]), len(heads_of(checkpoint.distilled)))
     ops = steady_state.forward_ops(parameters, plan, checkpoint.config.layer_norm_eps, mask_padded_tokens)
     return steady_state.trace_region_size(ops, max(chip.grid[0] * chip.grid[1] for chip in chips))
 

@@ -69,6 +69,8 @@ def main() -> int:
                                 peak_l1=max(r.l1_allocated for r in records),
                                 peak_l1_with_cbs=max(r.l1_peak for r in records),
                             )
+                            # every intermediate in L1: a trace must allocate no DRAM scratch (tracing.py's docstring)
+                            result["dram_outputs"] = [f"#{r.index} {r.op}" for r in records if r.output.startswith("DRAM")]
                         except RuntimeError as error:
                             result.update(outcome="ttnn error", message=str(error).strip().splitlines()[0])
                         finally:

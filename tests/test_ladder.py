@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from deit_tt.analysis import ladder
-from deit_tt.model.deit import LAYER_STAGES
+from deit_tt.model.vocabulary import LAYER_STAGES
 
 
 def fake_report(layers: int = 2, base: float = 0.9999, step: float = 0.0001) -> pd.DataFrame:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from deit_tt.checkpoints.loading import random_checkpoint
-from deit_tt.model.deit import LAYER_STAGES
+from deit_tt.model.vocabulary import LAYER_STAGES
 from deit_tt.analysis.pcc import pcc, pcc_report
 from deit_tt.pipeline import build_pipeline
 from deit_tt.analysis.reference import capture_reference, compare_in_lockstep, compare_with_reference

@@ -19,14 +19,14 @@ def tiny_pipeline(tiny_checkpoint):
 def layer_input(tiny_pipeline):
     model = tiny_pipeline.model
     pixels = torch.randn(model.images_per_forward, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    return model.embeddings(model.pixel_input(pixels), None)
+    return model.embeddings(model.pixel_input(pixels))
 
 
 def test_the_recorded_calls_are_the_layer_the_model_runs(tiny_pipeline, layer_input):
     model, plan = tiny_pipeline.model, tiny_pipeline.plan
     calls = encoder_layer_calls(model, layer_input, index=1)
     assert model.executor.__class__.__name__ == "HostExecutor"  # the recorder is taken out again
-    expected = model.encoder_layer(layer_input, model.params.layers[1], 1, None)
+    expected = model.encoder_layer(layer_input, model.params.layers[1])
     assert torch.equal(calls[-1].output, expected)
     linears = [call for call in calls if call.op is ttnn.linear]
     assert [call.kwargs["program_config"] for call in linears] == [plan.qkv, plan.self_output, plan.ff1, plan.ff2]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from deit_tt.model.deit import LAYER_STAGES
+from deit_tt.model.vocabulary import LAYER_STAGES
 from deit_tt.analysis.pcc import first_below
 
 HEAD_STAGES = ("final_ln", "cls_logits", "distillation_logits", "logits")

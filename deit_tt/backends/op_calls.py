@@ -64,7 +64,7 @@ def encoder_layer_calls(model, hidden, index: int = 0) -> list[OpCall]:
     recorder = CallRecorder(model.executor)
     executor, model.executor = model.executor, recorder
     try:
-        model.encoder_layer(hidden, model.params.layers[index], index, None)
+        model.encoder_layer(hidden, model.params.layers[index])
     finally:
         model.executor = executor
     return recorder.calls

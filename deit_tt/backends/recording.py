@@ -256,6 +256,7 @@ def l1_report(checkpoint, policy, batch: int, runtime) -> L1Report:
     and the stub toolchain can be built; otherwise the reason is given and the plan's estimate is returned.
     """
     from deit_tt.backends.mock_device import MockDeviceError
+    from deit_tt.model.vocabulary import heads_of
     from deit_tt.pipeline import DeiTPipeline, plan_for
     from deit_tt.backends.runtime import open_mock
 
@@ -264,7 +265,7 @@ def l1_report(checkpoint, policy, batch: int, runtime) -> L1Report:
         try:
             device_runtime, opened = open_mock(runtime.chip.name), True
         except MockDeviceError as reason:
-            table = plan_for(checkpoint.config, policy, batch, runtime).table()
+            table = plan_for(checkpoint.config, policy, batch, runtime, len(heads_of(checkpoint.distilled))).table()
             return L1Report(
                 False, f"estimated by the sharding plan (the mock device cannot run here: {reason})", table,
                 int(table["L1 bytes/core"].max()), runtime.l1_bytes_per_core,

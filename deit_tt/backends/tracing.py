@@ -9,6 +9,13 @@ into a persistent DRAM buffer while queue 0 runs, and reads the logits back; eve
 
 The trace bakes in buffer addresses: the L1 input the fold reads is freed by the forward (as in every
 forward) and allocated again at the same address right after capture, where each batch is resharded into.
+
+Buffer lifetimes under a live trace. tt-metal's allocator (``Allocator::verify_safe_allocation``,
+tt_metal/impl/allocator/allocator.cpp) requires that a buffer allocated while a trace exists is freed before the
+trace runs again: the trace's own intermediates were freed at capture, and a new allocation can land on their
+addresses (DRAM is handed out bottom-up), to be overwritten by the next replay. So nothing is allocated per batch
+here: every intermediate of the forward lives in L1 (tests/test_placement.py), and the logits are copied each
+batch into one DRAM buffer allocated before capture, with the copy compiled in the warm-up forward.
 On a mesh the same trace runs on every chip, each on its own images (``DeviceExecutor``).
 
 tt-metal's mock device stops early on this path: ``ttnn.wait_for_event`` segfaults, as does an op inside
@@ -126,7 +133,8 @@ class SteadyState:
         self.events = _Events(staged=ttnn.record_event(self.device, COMPUTE_CQ))
         self.events.read = ttnn.record_event(self.device, WRITE_CQ)
         self.input = None  # the L1 tensor the fold reads (the trace's input)
-        self.outputs: dict | None = None  # the trace's padded logits per head, in L1
+        self.outputs = None  # the trace's padded logits, in L1
+        self.logits = None  # where each batch's logits are copied for CQ1 to read: DRAM, allocated once
         self.trace_id = None
 
     # -- the two queues ------------------------------------------------------------------------------
@@ -159,6 +167,9 @@ class SteadyState:
         self.stage()
         self._release_outputs()
         self.outputs = self.model.forward(self.input)
+        spec = ttnn.TensorSpec(self.outputs.shape, self.outputs.dtype, self.outputs.layout, buffer_type=ttnn.BufferType.DRAM)
+        self.logits = ttnn.allocate_tensor_on_device(spec, self.device)
+        ttnn.copy(self.outputs, self.logits)  # compiles the copy before any trace exists
 
     def capture(self) -> None:
         """Record the forward as a trace on CQ0; afterwards its input is allocated again at the address it baked in."""
@@ -194,7 +205,7 @@ class SteadyState:
             self.stage()
             ttnn.execute_trace(self.device, self.trace_id, cq_id=COMPUTE_CQ, blocking=False)
             self._wait(COMPUTE_CQ, self.events.read)
-            in_dram = {name: ttnn.to_memory_config(t, ttnn.DRAM_MEMORY_CONFIG) for name, t in self.outputs.items()}
+            ttnn.copy(self.outputs, self.logits)
             self.events.computed = ttnn.record_event(self.device, COMPUTE_CQ)
             batch = next(batches, None)
             if batch is not None:
@@ -202,21 +213,17 @@ class SteadyState:
             if pending is not None:
                 yield self._finish(pending)
             self._wait(WRITE_CQ, self.events.computed)
-            pending = ({name: ttnn.from_device(t, blocking=False, cq_id=WRITE_CQ) for name, t in in_dram.items()}, in_dram)
+            pending = ttnn.from_device(self.logits, blocking=False, cq_id=WRITE_CQ)
             self.events.read = ttnn.record_event(self.device, WRITE_CQ)
         yield self._finish(pending)
 
-    def _finish(self, pending):
-        host, in_dram = pending
+    def _finish(self, host_logits):
         ttnn.event_synchronize(self.events.read)
-        for tensor in in_dram.values():
-            ttnn.deallocate(tensor)
-        executor = self.model.executor
-        return self.model.logits({name: executor.to_torch(t) for name, t in host.items()})
+        return self.model.logits(self.model.executor.to_torch(host_logits))
 
     def _release_outputs(self) -> None:
-        for tensor in (self.outputs or {}).values():
-            ttnn.deallocate(tensor)
+        if self.outputs is not None:
+            ttnn.deallocate(self.outputs)
         self.outputs = None
 
     def release(self) -> None:
@@ -225,10 +232,10 @@ class SteadyState:
             ttnn.release_trace(self.device, self.trace_id)
             self.trace_id = None
         self._release_outputs()
-        for tensor in (self.input, self.staging):
+        for tensor in (self.input, self.staging, self.logits):
             if tensor is not None:
                 ttnn.deallocate(tensor)
-        self.input = self.staging = None
+        self.input = self.staging = self.logits = None
 
 
 def trace_region_too_small(error: RuntimeError) -> UserFacingError | None:

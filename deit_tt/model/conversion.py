@@ -50,13 +50,13 @@ from deit_tt.errors import UserFacingError
 from deit_tt.analysis.pcc import pcc
 from deit_tt.model.policy import DtypePolicy, get_policy
 from deit_tt.backends.runtime import prepare_host
-from deit_tt.sharding import CLASS_PAD_MULTIPLE, round_up
+from deit_tt.model.vocabulary import HEADS_BY_NAME, Head, heads_of
+from deit_tt.sharding import CLASS_PAD_MULTIPLE, TILE, round_up
 
 # Bump whenever the tensor layout produced here changes (names, shapes, ordering, padding):
 # it is part of the conversion cache key, so old cache entries are never reused for a new layout.
 LAYOUT_VERSION = 1
 
-TILE = 32
 HEAD_SIZE_MULTIPLE = TILE  # the sharded QKV split needs head size % 32 == 0 and no tile padding inside a head
 PADDED_CHANNELS = 4  # pixels are stored NHWC with 3 channels padded to 4 so a 16-pixel row is 64 wide
 SUPPORTED_IMAGE_SIZE = 224
@@ -225,7 +225,22 @@ def padded_sequence_length(config) -> int:
 
 
 def head_names(checkpoint) -> tuple[str, ...]:
-    return ("cls_classifier", "distillation_classifier") if checkpoint.distilled else ("classifier",)
+    return tuple(head.name for head in heads_of(checkpoint.distilled))
+
+
+def fused_classifier(parameters: DeiTParameters) -> tuple[tuple[Head, ...], ttnn.Tensor, ttnn.Tensor]:
+    """The heads, and their weights [H, heads x padded classes] and biases side by side, for one classifier matmul.
+
+    Each head's columns are a whole number of tiles, so no block-float exponent group spans two heads: the fused
+    tensors hold exactly the values of the separate ones."""
+    heads = tuple(HEADS_BY_NAME[name] for name in parameters.heads)
+    weights, biases = zip(*parameters.heads.values())
+
+    def side_by_side(tensors):
+        fused = torch.cat([ttnn.to_torch(tensor).float() for tensor in tensors], dim=-1)
+        return ttnn.from_torch(fused, dtype=tensors[0].dtype, layout=ttnn.TILE_LAYOUT)
+
+    return heads, side_by_side(weights), side_by_side(biases)
 
 
 def fuse_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:

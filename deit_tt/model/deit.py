@@ -4,7 +4,8 @@ The design follows tt-metal's sharded ViT for Wormhole: the patch embedding is a
 the encoder activations stay block-sharded in L1 for LayerNorm, QKV, self-output and the MLP, and
 attention runs on a grid with one image per row and height-sharded heads. DeiT-specific parts:
 two prefix tokens (CLS at 0, distillation at 1), a 198-row position table, two classifier heads
-read from tokens 0 and 1 and averaged as Hugging Face does.
+read from tokens 0 and 1 and averaged as Hugging Face does. The heads run as one matmul (their weights side by
+side) on the first tile row of each image only, the rows that hold tokens 0 and 1.
 
 The sequence is padded explicitly from 198 to 224 tokens (7 tiles) so that every shape is a tile
 multiple. The padded rows are not zero after the first LayerNorm (they become its beta), so as keys
@@ -17,6 +18,7 @@ golden functions, on the host (see ``deit_tt.backends.executor``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -24,10 +26,9 @@ from dataclasses import dataclass, field
 import torch
 import ttnn
 
-from deit_tt.model.conversion import DeiTParameters, deinterleave_qkv, fold_pixels
-from deit_tt.sharding import ShardingPlan, attention_mask
-
-LAYER_STAGES = ("ln1", "qkv", "attention_probs", "context", "attention_residual", "ln2", "ff1", "output")
+from deit_tt.model.conversion import DeiTParameters, deinterleave_qkv, fold_pixels, fused_classifier
+from deit_tt.model.vocabulary import DISTILLATION_HEAD, EMBEDDINGS, FINAL_LAYERNORM, layer_stage
+from deit_tt.sharding import TILE, ShardingPlan, attention_mask
 
 # Receives a stage as it is computed: (name, host tensor), as the captures would hold it.
 Consumer = Callable[[str, torch.Tensor], None]
@@ -64,7 +65,9 @@ class TtDeiT:
         self.policy = parameters.policy
         self.num_labels = parameters.num_labels
         self.mask_padded_tokens = mask_padded_tokens
-        self.params = _place(parameters, executor)
+        self.heads, weight, bias = fused_classifier(parameters)
+        self.params = _place(dataclasses.replace(parameters, heads={}), executor)
+        self.classifier_weight, self.classifier_bias = executor.parameter(weight), executor.parameter(bias)
         self.images_per_forward = plan.batch * executor.data_parallel
         batch, hidden = plan.batch, self.dims.hidden
         tokens = torch.cat(
@@ -105,10 +108,9 @@ class TtDeiT:
         if capture:
             keep = capture if callable(capture) else captures.__setitem__
             record = self._recorder(keep, None if capture is True or callable(capture) else frozenset(capture))
-        head_logits = self.forward(self.pixel_input(pixel_values), record)
-        output = self.logits({name: self.executor.to_torch(t) for name, t in head_logits.items()}, keep)
-        for tensor in head_logits.values():
-            self.executor.deallocate(tensor)
+        padded_logits = self.forward(self.pixel_input(pixel_values), record)
+        output = self.logits(self.executor.to_torch(padded_logits), keep)
+        self.executor.deallocate(padded_logits)
         return dataclasses.replace(output, captures=captures)
 
     def pixel_input(self, pixel_values: torch.Tensor):
@@ -121,26 +123,25 @@ class TtDeiT:
         """The same pixels converted (and split over the mesh) on the host, for a copy into a persistent input buffer."""
         return self.executor.host_tensor(fold_pixels(pixel_values), **_PIXELS, batch_sharded=True)
 
-    def forward(self, pixels, record=None) -> dict[str, object]:
-        """Every op of one batch, from the fold of ``pixels`` (freed after it) to each head's padded logits,
-        which stay where the executor put them: nothing is read back, so a trace can capture exactly this."""
-        hidden = self.embeddings(pixels, record)
+    def forward(self, pixels, record=None):
+        """Every op of one batch, from the fold of ``pixels`` (freed after it) to the heads' padded logits, which stay
+        where the executor put them: nothing is read back, so a trace can capture exactly this. Every intermediate
+        lives in L1 (tests/test_placement.py checks it on the mock device), so a trace allocates no DRAM scratch."""
+        stage = record or _unrecorded
+        hidden = stage(EMBEDDINGS, self.embeddings(pixels))
         for index, layer in enumerate(self.params.layers):
-            hidden = self.encoder_layer(hidden, layer, index, record)
-        return self.heads(hidden, record)
+            hidden = self.encoder_layer(hidden, layer, functools.partial(_layer_stage, stage, index))
+        return self.classifier(stage(FINAL_LAYERNORM, self._layer_norm(hidden, self.params.layernorm_weight, self.params.layernorm_bias)))
 
     # -- embeddings -------------------------------------------------------------------------------
 
-    def embeddings(self, pixels, record):
-        run, plan, dims = self.executor.run, self.plan, self.dims
-        act = self.policy.activations
-        folded = run(ttnn.fold, pixels, dims.patch_size, 1, collapse_output=True)
-        self.executor.deallocate(pixels)
-        unsharded = run(ttnn.to_memory_config, folded, plan.fold_output_memory_config)
-        self.executor.deallocate(folded)
-        patches = run(ttnn.to_layout, unsharded, ttnn.TILE_LAYOUT, dtype=act)
-        self.executor.deallocate(unsharded)
-        patches = run(
+    def embeddings(self, pixels):
+        """Patch embedding (fold + matmul, as tt-metal's ViT), then [CLS, distillation, patches, padding] + positions."""
+        plan, dims = self.plan, self.dims
+        folded = self._consume(ttnn.fold, pixels, dims.patch_size, 1, collapse_output=True)
+        folded = self._consume(ttnn.to_memory_config, folded, plan.fold_output_memory_config)
+        patches = self._consume(ttnn.to_layout, folded, ttnn.TILE_LAYOUT, dtype=self.policy.activations)
+        patches = self._consume(
             ttnn.linear,
             patches,
             self.params.patch_embedding_weight,
@@ -150,92 +151,79 @@ class TtDeiT:
             core_grid=plan.encoder_grid,
             compute_kernel_config=plan.matmul_compute_for("patch_embedding"),
         )
-        patches = run(ttnn.to_layout, patches, ttnn.ROW_MAJOR_LAYOUT)
-        patches = run(ttnn.reshape, patches, (plan.batch, dims.patches, dims.hidden))
-        tokens = run(ttnn.concat, [self.prefix_tokens, patches, self.padding_tokens], dim=1)
-        tokens = run(ttnn.to_layout, tokens, ttnn.TILE_LAYOUT)
-        embeddings = run(ttnn.add, tokens, self.position_embeddings, dtype=act)
-        embeddings = run(ttnn.to_memory_config, embeddings, plan.encoder_memory_config, dtype=act)
-        if record:
-            record("embeddings", embeddings)
-        return embeddings
+        patches = self._consume(ttnn.to_layout, patches, ttnn.ROW_MAJOR_LAYOUT, memory_config=ttnn.L1_MEMORY_CONFIG)
+        patches = self._run(ttnn.reshape, patches, (plan.batch, dims.patches, dims.hidden))
+        # ttnn.concat and ttnn.add put their output in DRAM unless told otherwise (ConcatOperation::invoke): in a
+        # trace that would be DRAM scratch, which a buffer allocated after capture can alias. tt-metal's ViT passes
+        # L1 here too (vit_embeddings in ttnn_optimized_sharded_vit_wh.py).
+        tokens = self._consume(
+            ttnn.concat, [self.prefix_tokens, patches, self.padding_tokens], dim=1, memory_config=ttnn.L1_MEMORY_CONFIG, inputs=[patches]
+        )
+        tokens = self._consume(ttnn.to_layout, tokens, ttnn.TILE_LAYOUT, memory_config=ttnn.L1_MEMORY_CONFIG)
+        embeddings = self._consume(
+            ttnn.add, tokens, self.position_embeddings, dtype=self.policy.activations, memory_config=ttnn.L1_MEMORY_CONFIG, inputs=[tokens]
+        )
+        return self._consume(ttnn.to_memory_config, embeddings, plan.encoder_memory_config, dtype=self.policy.activations)
 
     # -- encoder ----------------------------------------------------------------------------------
 
-    def encoder_layer(self, hidden, layer, index: int, record):
-        run, plan, dims = self.executor.run, self.plan, self.dims
-        act = self.policy.activations
-        free = self.executor.deallocate
-        prefix = f"layers.{index}."
+    def encoder_layer(self, hidden, layer, stage=None):
+        """Pre-norm transformer layer, as Hugging Face's DeiTLayer: two residual blocks."""
+        stage = stage or _unrecorded
+        normed = stage("ln1", self._layer_norm(hidden, layer.layernorm_before_weight, layer.layernorm_before_bias))
+        residual = stage("attention_residual", self._add(self.attention(normed, layer, stage), hidden))
+        normed = stage("ln2", self._layer_norm(residual, layer.layernorm_after_weight, layer.layernorm_after_bias))
+        return stage("output", self._add(self.mlp(normed, layer, stage), residual))
 
-        normed = self._layer_norm(hidden, layer.layernorm_before_weight, layer.layernorm_before_bias)
-        qkv = self._linear(normed, layer.qkv_weight, layer.qkv_bias, "qkv")
-        if record:
-            record(prefix + "ln1", normed)
-            record(prefix + "qkv", qkv)
-        free(normed)
-
-        # attention: one image per grid row, heads height-sharded
-        qkv = run(ttnn.to_memory_config, qkv, plan.qkv_attention_memory_config, dtype=act)
-        query, key, value = run(
-            ttnn.transformer.split_query_key_value_and_split_heads,
-            qkv,
-            num_heads=dims.heads,
-            memory_config=plan.heads_memory_config,
+    def attention(self, normed, layer, stage):
+        """Self-attention on the attention grid (one image per grid row, heads height-sharded), back on the encoder grid."""
+        plan, act = self.plan, self.policy.activations
+        qkv = stage("qkv", self._linear(normed, layer.qkv_weight, layer.qkv_bias, "qkv"))
+        qkv = self._consume(ttnn.to_memory_config, qkv, plan.qkv_attention_memory_config, dtype=act)
+        query, key, value = self._consume(
+            ttnn.transformer.split_query_key_value_and_split_heads, qkv, num_heads=self.dims.heads, memory_config=plan.heads_memory_config
         )
-        free(qkv)
-        scores = self._attention_matmul(query, key, "query_by_key")
-        free(query)
-        free(key)
-        probabilities = self._softmax(scores)
-        if record:
-            record(prefix + "attention_probs", probabilities)
+        probabilities = stage("attention_probs", self._softmax(self._attention_matmul(query, key, "query_by_key")))
         context = self._attention_matmul(probabilities, value, "attention_by_value")
-        free(probabilities)
-        free(value)
-        context = run(ttnn.transformer.concatenate_heads, context, memory_config=plan.context_memory_config)
-        context = run(ttnn.to_memory_config, context, plan.encoder_memory_config, dtype=act)
-        if record:
-            record(prefix + "context", context)
+        context = self._consume(ttnn.transformer.concatenate_heads, context, memory_config=plan.context_memory_config)
+        context = stage("context", self._consume(ttnn.to_memory_config, context, plan.encoder_memory_config, dtype=act))
+        return self._linear(context, layer.attention_output_weight, layer.attention_output_bias, "self_output")
 
-        attention_output = self._linear(context, layer.attention_output_weight, layer.attention_output_bias, "self_output")
-        free(context)
-        residual = self._add(attention_output, hidden)
-        free(attention_output)
-        free(hidden)
+    def mlp(self, normed, layer, stage):
+        intermediate = stage("ff1", self._linear(normed, layer.ff1_weight, layer.ff1_bias, "ff1"))  # GELU fused in the config
+        return self._linear(intermediate, layer.ff2_weight, layer.ff2_bias, "ff2")
 
-        normed = self._layer_norm(residual, layer.layernorm_after_weight, layer.layernorm_after_bias)
-        intermediate = self._linear(normed, layer.ff1_weight, layer.ff1_bias, "ff1")  # GELU fused in the config
-        if record:
-            record(prefix + "attention_residual", residual)
-            record(prefix + "ln2", normed)
-            record(prefix + "ff1", intermediate)
-        free(normed)
-        output = self._linear(intermediate, layer.ff2_weight, layer.ff2_bias, "ff2")
-        free(intermediate)
-        output = self._add(output, residual)
-        free(residual)
-        if record:
-            record(prefix + "output", output)
+    # -- ops, each freeing the inputs it consumes ------------------------------------------------------
+
+    def _run(self, op, *args, **kwargs):
+        return self.executor.run(op, *args, **kwargs)
+
+    def _consume(self, op, *args, inputs=None, **kwargs):
+        """Run ``op`` and free its inputs (default: the first argument; or ``inputs``) once it has produced its output."""
+        output = self.executor.run(op, *args, **kwargs)
+        outputs = output if isinstance(output, tuple) else (output,)
+        for tensor in args[:1] if inputs is None else inputs:
+            if not any(tensor is produced for produced in outputs):  # a placement op may return its input
+                self.executor.deallocate(tensor)
         return output
 
-    def _linear(self, tensor, weight, bias, op: str):
-        """A block-sharded matmul on the encoder (or classifier) grid; weights stream from DRAM. ``op`` names
-        its program config in the plan (and its compute config, ``plan.matmul_compute_for``)."""
-        return self.executor.run(
+    def _linear(self, tensor, weight, bias, op: str, memory_config=None):
+        """A block-sharded matmul that consumes its input; weights stream from DRAM. ``op`` names its program
+        config in the plan (and its compute config, ``plan.matmul_compute_for``)."""
+        return self._consume(
             ttnn.linear,
             tensor,
             weight,
             bias=bias,
-            memory_config=self.plan.matmul_output_memory_config,
+            memory_config=memory_config or self.plan.matmul_output_memory_config,
             program_config=getattr(self.plan, op),
             dtype=self.policy.activations,
             compute_kernel_config=self.plan.matmul_compute_for(op),
         )
 
     def _attention_matmul(self, a, b, op: str):
-        """A batched matmul on the attention grid: per core, its images' heads, height-sharded in L1."""
-        return self.executor.run(
+        """A batched matmul on the attention grid that consumes both inputs: per core, its images' heads in L1."""
+        return self._consume(
             ttnn.matmul,
             a,
             b,
@@ -243,10 +231,12 @@ class TtDeiT:
             memory_config=self.plan.heads_memory_config,
             dtype=self.policy.activations,
             compute_kernel_config=self.plan.matmul_compute_for(op),
+            inputs=[a, b],
         )
 
     def _layer_norm(self, tensor, weight, bias):
-        return self.executor.run(
+        """LayerNorm on the encoder grid; its input stays (it is the residual)."""
+        return self._run(
             ttnn.layer_norm,
             tensor,
             weight=weight,
@@ -257,18 +247,24 @@ class TtDeiT:
             compute_kernel_config=self.plan.layernorm_compute,
         )
 
-    def _add(self, a, b):
-        return self.executor.run(
-            ttnn.add, a, b, memory_config=self.plan.matmul_output_memory_config, dtype=self.policy.activations
+    def _add(self, branch, residual):
+        """``residual + branch``, consuming both."""
+        return self._consume(
+            ttnn.add, branch, residual, memory_config=self.plan.matmul_output_memory_config, dtype=self.policy.activations, inputs=[branch, residual]
         )
 
     def _softmax(self, scores):
         """Scale, hide padded keys, softmax: one fused in-place op on the height-sharded scores.
 
-        ``attention_softmax_`` calls exactly this (numerically stable) but takes no compute kernel config;
-        calling it directly keeps the config in the plan. Without the mask it is tt-metal ViT's mul_ + softmax.
+        ``attention_softmax_`` calls exactly this but takes no compute kernel config; calling it directly keeps the
+        config in the plan. ``numeric_stable=True`` subtracts each row's max before the exponential, which tt-metal's
+        ViT does not: the plan runs the exponential with ``math_approx_mode`` (the SFPU's bit-trick exp,
+        ckernel_sfpu_exp.h), whose result is only valid below about 88.7 (above, the rounded integer reaches the
+        sign bit; ``deit_tt.backends.tensix_numerics.fast_exp`` reproduces it and tests/test_tensix_numerics.py pins
+        it). Scaled scores of a trained model are not bounded by anything in the config, and the max pass costs one
+        row reduction per tile row, so it stays.
         """
-        return self.executor.run(
+        return self._run(
             ttnn.scale_mask_softmax_in_place,
             scores,
             1.0 / math.sqrt(self.dims.head_size),
@@ -280,43 +276,31 @@ class TtDeiT:
 
     # -- heads ------------------------------------------------------------------------------------
 
-    def heads(self, hidden, record) -> dict[str, object]:
-        """Final LayerNorm and each classifier head: padded logits [B, 224, padded classes] per head name."""
-        run, plan = self.executor.run, self.plan
-        act = self.policy.activations
-        normed = self._layer_norm(hidden, self.params.layernorm_weight, self.params.layernorm_bias)
-        if record:
-            record("final_ln", normed)
-        normed = run(ttnn.to_memory_config, normed, plan.classifier_memory_config, dtype=act)
-        head_logits = {}
-        for head_name in _HEAD_TOKENS:
-            if head_name in self.params.heads:
-                weight, bias = self.params.heads[head_name]
-                head_logits[head_name] = self._linear(normed, weight, bias, "classifier")
-        self.executor.deallocate(normed)
-        return head_logits
+    def classifier(self, normed):
+        """Every head as one matmul (weights side by side) on the first tile row of each image, which holds the
+        tokens the heads read: padded logits [B x 32, heads x padded classes] (consumes ``normed``)."""
+        plan, dims = self.plan, self.dims
+        prefix = self._consume(ttnn.slice, normed, [0, 0, 0], [plan.batch, TILE, dims.hidden], memory_config=plan.classifier_memory_config)
+        return self._linear(prefix, self.classifier_weight, self.classifier_bias, "classifier")
 
-    def logits(self, head_logits: dict[str, torch.Tensor], keep: Consumer | None = None) -> DeiTOutput:
-        """The output from each head's padded logits read back to the host: its token, the real classes
+    def logits(self, padded_logits: torch.Tensor, keep: Consumer | None = None) -> DeiTOutput:
+        """The output from the classifier's padded logits read back to the host: each head's token and real classes
         (and, given ``keep``, each kind of logits handed to it as a stage)."""
-        logits_per_head = {name: value[:, _HEAD_TOKENS[name], : self.num_labels] for name, value in head_logits.items()}
-        if "classifier" in logits_per_head:  # plain DeiTForImageClassification: one head on the CLS token
-            cls_logits, distillation_logits = logits_per_head["classifier"], None
-            logits = cls_logits
-        else:
-            cls_logits = logits_per_head["cls_classifier"]
-            distillation_logits = logits_per_head["distillation_classifier"]
-            logits = (cls_logits + distillation_logits) / 2
+        rows = padded_logits.reshape(-1, TILE, len(self.heads), self.dims.classes_padded)
+        per_head = {head: rows[:, head.token, index, : self.num_labels] for index, head in enumerate(self.heads)}
+        cls_logits = per_head[self.heads[0]]
+        distillation_logits = per_head.get(DISTILLATION_HEAD)
+        logits = cls_logits if distillation_logits is None else (cls_logits + distillation_logits) / 2
         if keep:
-            keep("cls_logits", cls_logits)
-            if distillation_logits is not None:
-                keep("distillation_logits", distillation_logits)
+            for head, value in per_head.items():
+                keep(head.stage, value)
             keep("logits", logits)
         return DeiTOutput(logits, cls_logits, distillation_logits)
 
     def release(self) -> None:
         """Deallocate every tensor the model placed (on a device: its DRAM and L1 buffers). The model is unusable after."""
-        resident = [self.params, self.prefix_tokens, self.padding_tokens, self.position_embeddings, self.mask]
+        resident = [self.params, self.classifier_weight, self.classifier_bias, self.prefix_tokens, self.padding_tokens,
+                    self.position_embeddings, self.mask]
         _map_tensors(resident, self.executor.tensor_type, self.executor.deallocate)
 
     # -- capture ----------------------------------------------------------------------------------
@@ -326,7 +310,7 @@ class TtDeiT:
 
         def record(name: str, tensor):
             if stages is not None and name.rpartition(".")[2] not in stages:
-                return
+                return tensor
             value = self.executor.to_torch(tensor)
             if name.endswith("attention_probs"):  # [B, heads, 224, 224]
                 value = value[:, :, :tokens, :tokens]
@@ -335,8 +319,17 @@ class TtDeiT:
                 if name.endswith(".qkv"):  # compare in Hugging Face's [Q | K | V] order
                     value = deinterleave_qkv(value, self.dims.heads)
             keep(name, _compact(value))
+            return tensor
 
         return record
+
+
+def _unrecorded(name: str, tensor):
+    return tensor
+
+
+def _layer_stage(stage, index: int, name: str, tensor):
+    return stage(layer_stage(index, name), tensor)
 
 
 def _compact(value: torch.Tensor) -> torch.Tensor:
@@ -348,8 +341,6 @@ def _compact(value: torch.Tensor) -> torch.Tensor:
 
 # How the fold's input is stored: row-major bfloat16, [B, 224, 14, 64] (see deit_tt.model.conversion.fold_pixels).
 _PIXELS = {"dtype": ttnn.bfloat16, "layout": ttnn.ROW_MAJOR_LAYOUT}
-# The classifier heads and the token each one reads (Hugging Face: cls on token 0, distillation on token 1).
-_HEAD_TOKENS = {"classifier": 0, "cls_classifier": 0, "distillation_classifier": 1}
 
 
 def _place(parameters: DeiTParameters, executor) -> DeiTParameters:

@@ -72,7 +72,7 @@ def attention_shard_map(plan) -> pd.DataFrame:
 
 
 _ATTENTION_OPS = ("reshard_qkv", "split_heads", "query_by_key", "softmax", "attention_by_value", "concatenate_heads")
-_CLASSIFIER_OPS = ("reshard_classifier", "cls_classifier", "distillation_classifier")
+_CLASSIFIER_OPS = ("slice_prefix_tokens", "classifier")
 
 
 def grid_role(op: str) -> str:

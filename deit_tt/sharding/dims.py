@@ -72,6 +72,7 @@ class ModelDims:
     num_classes: int
     image_size: int = 224
     patch_size: int = 16
+    classifier_heads: int = 2  # distilled: CLS + distillation; a plain DeiTForImageClassification has one
 
     @property
     def head_size(self) -> int:
@@ -97,13 +98,18 @@ class ModelDims:
         return round_up(self.num_classes, CLASS_PAD_MULTIPLE)
 
     @property
+    def classifier_outputs(self) -> int:
+        """Columns of the one classifier matmul: every head's padded classes side by side."""
+        return self.classifier_heads * self.classes_padded
+
+    @property
     def patch_features(self) -> int:
         """Values per patch row of the patch-embedding matmul: 16 x 16 pixels x 4 channels (RGB padded to 4)."""
         return self.patch_size * self.patch_size * PATCH_CHANNELS
 
     @classmethod
-    def from_config(cls, config) -> "ModelDims":
-        """From a Hugging Face ``DeiTConfig``."""
+    def from_config(cls, config, classifier_heads: int = 2) -> "ModelDims":
+        """From a Hugging Face ``DeiTConfig`` (which does not say how many heads the checkpoint has)."""
         return cls(
             hidden=config.hidden_size,
             heads=config.num_attention_heads,
@@ -112,6 +118,7 @@ class ModelDims:
             num_classes=config.num_labels,
             image_size=config.image_size,
             patch_size=config.patch_size,
+            classifier_heads=classifier_heads,
         )
 
     def describe(self) -> str:

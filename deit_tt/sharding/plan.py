@@ -285,7 +285,7 @@ def make_plan(
     check_dtype("weights", weight_dtype, tuple(TILE_BYTES))
 
     S, St = dims.padded_tokens, dims.padded_tokens // TILE
-    Ht, It, Ct = dims.hidden // TILE, dims.intermediate // TILE, dims.classes_padded // TILE
+    Ht, It, Ct = dims.hidden // TILE, dims.intermediate // TILE, dims.classifier_outputs // TILE
     hst = dims.head_size // TILE
     Mt = batch * St
     grid_x, grid_y = grid
@@ -325,8 +325,9 @@ def make_plan(
     check_attention_rows_fit("split_heads", batch, grid_y)
     attention_rows = batch
     attention_cols = largest_divisor_at_most(grid_x, dims.heads, 3 * Ht)
-    # Classifier: the encoder rows; cols | hidden tiles and | padded class tiles.
-    classifier_rows = encoder_rows
+    # Classifier: on one tile row per image (the rows holding the tokens the heads read); rows | those tiles,
+    # cols | hidden tiles and | the heads' padded class tiles.
+    classifier_rows = largest_divisor_at_most(grid_y, batch)
     classifier_cols = largest_divisor_at_most(grid_x, Ht, Ct)
 
     encoder_grid = ttnn.CoreGrid(y=encoder_rows, x=encoder_cols)
@@ -340,7 +341,7 @@ def make_plan(
     qkv_attention_memory_config = sharded_memory_config(BLOCK, att, (S, 3 * dims.hidden // attention_cols))
     heads_per_core = dims.heads // attention_cols
     context_memory_config = sharded_memory_config(BLOCK, att, (S, heads_per_core * dims.head_size))
-    classifier_memory_config = sharded_memory_config(BLOCK, cls, (Mt // classifier_rows * TILE, dims.hidden // classifier_cols))
+    classifier_memory_config = sharded_memory_config(BLOCK, cls, (batch // classifier_rows * TILE, dims.hidden // classifier_cols))
     # One HEIGHT_SHARDED L1 config for Q, K^T, V, scores and context heads: each op fills in its own shard spec.
     heads_memory_config = ttnn.MemoryConfig(HEIGHT, ttnn.BufferType.L1)
 
@@ -353,7 +354,7 @@ def make_plan(
         inplace=False,
     )
 
-    def mcast(cols_rows: tuple[int, int], Kt: int, Nt: int, fused_activation=None):
+    def mcast(cols_rows: tuple[int, int], Kt: int, Nt: int, fused_activation=None, Mt=Mt):
         cols, rows = cols_rows
         per_core_N = Nt // cols
         return ttnn.MatmulMultiCoreReuseMultiCastProgramConfig(
@@ -406,7 +407,7 @@ def make_plan(
         self_output=mcast(enc, Ht, Ht),
         ff1=mcast(enc, Ht, It, fused_activation=(ttnn.UnaryOpType.GELU, True)),
         ff2=mcast(enc, It, Ht),
-        classifier=mcast(cls, Ht, Ct),
+        classifier=mcast(cls, Ht, Ct, Mt=batch),
         activation_dtype=activation_dtype,
         weight_dtype=weight_dtype,
     )

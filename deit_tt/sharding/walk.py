@@ -116,7 +116,7 @@ def walk(plan: ShardingPlan) -> list[Step]:
     check_model_dims("model", dims)
     check_dtype("activations", act, ACTIVATION_DTYPES)
     S, H = dims.padded_tokens, dims.hidden
-    St, Ht, It, Ct = S // TILE, H // TILE, dims.intermediate // TILE, dims.classes_padded // TILE
+    St, Ht, It, Ct = S // TILE, H // TILE, dims.intermediate // TILE, dims.classifier_outputs // TILE
     hst = dims.head_size // TILE
 
     # The encoder activation [B*S, H], block sharded on the encoder grid.
@@ -147,17 +147,16 @@ def walk(plan: ShardingPlan) -> list[Step]:
     ff2 = _mcast_step(plan, "ff2", "ff2", plan.ff2, ff1.out, It, Ht, "ff2 output", fused_gelu=False)
     steps += [ln2, ff1, ff2, _add_step(plan, "residual_add_mlp", ff2.out, hidden)]
 
-    # Head: final LayerNorm, reshard onto the classifier grid, the two classifier linears.
+    # Head: final LayerNorm, each image's first tile row sliced onto the classifier grid, every head in one linear.
     final_ln = _layernorm_step(plan, "final_layernorm", hidden)
-    cls_in = _planned_block_shard(plan, "classifier_memory_config", "classifier", plan.classifier_grid, H)
-    steps += [final_ln, _reshard_step(plan, "reshard_classifier", final_ln.out, cls_in)]
-    for name in ("cls_classifier", "distillation_classifier"):
-        steps.append(_mcast_step(plan, name, "classifier", plan.classifier, cls_in, Ht, Ct, name + " output", fused_gelu=False))
+    prefix = _planned_block_shard(plan, "classifier_memory_config", "classifier", plan.classifier_grid, H, rows=plan.batch * TILE)
+    steps += [final_ln, _reshard_step(plan, "slice_prefix_tokens", final_ln.out, prefix)]
+    steps.append(_mcast_step(plan, "classifier", "classifier", plan.classifier, prefix, Ht, Ct, "logits", fused_gelu=False, Mt=plan.batch))
     return steps
 
 
-def _planned_block_shard(plan: ShardingPlan, name: str, grid_name: str, grid: ttnn.CoreGrid, width: int) -> Sharded:
-    """The [B*S, width] activation the plan's memory config ``name`` block-shards on ``grid``."""
+def _planned_block_shard(plan: ShardingPlan, name: str, grid_name: str, grid: ttnn.CoreGrid, width: int, rows: int | None = None) -> Sharded:
+    """The [rows, width] activation (default rows: B*S) the plan's memory config ``name`` block-shards on ``grid``."""
     x = from_memory_config(name, getattr(plan, name), plan.activation_dtype)
     expected = (grid.x, grid.y)
     if x.grid != expected:
@@ -165,7 +164,7 @@ def _planned_block_shard(plan: ShardingPlan, name: str, grid_name: str, grid: tt
     check_grid_within_device(name, x.grid, plan.grid)
     if x.layout != BLOCK:
         fail(RULE_SHARD, name, f"must be BLOCK_SHARDED, got {x.layout}")
-    check_block_shard(name, (plan.batch * plan.dims.padded_tokens, width), x.grid, x.shard)
+    check_block_shard(name, (rows or plan.batch * plan.dims.padded_tokens, width), x.grid, x.shard)
     return x
 
 
@@ -215,8 +214,10 @@ def _mcast_step(
     Nt: int,
     out_name: str,
     fused_gelu: bool | None = None,
+    Mt: int | None = None,
 ) -> Step:
-    """§2.1 + §2.2 for one 2D multicast linear whose in0 is block sharded."""
+    """§2.1 + §2.2 for one 2D multicast linear whose in0 is block sharded (``Mt``: its rows in tiles, default the encoder's)."""
+    Mt = Mt or plan.m_tiles
     grid = grid_of(cfg)
     check_grid_within_device(op, grid, plan.grid)
     check_nonzero_block_dims(op, cfg.in0_block_w, cfg.per_core_M, cfg.per_core_N)
@@ -226,7 +227,7 @@ def _mcast_step(
     )
     check_kt_divisible(op, Kt, cfg.in0_block_w)
     check_sharded_output_subblock(op, cfg.out_subblock_h, cfg.out_subblock_w, cfg.per_core_N)
-    check_mcast_num_blocks(op, plan.m_tiles, Nt, cfg.per_core_M, cfg.per_core_N, grid, cfg.transpose_mcast)
+    check_mcast_num_blocks(op, Mt, Nt, cfg.per_core_M, cfg.per_core_N, grid, cfg.transpose_mcast)
     check_mcast_in0_shard(
         op, in0.layout, in0.orientation, cfg.transpose_mcast, cfg.fuse_batch, in0.shard, cfg.per_core_M, cfg.in0_block_w
     )
@@ -238,7 +239,7 @@ def _mcast_step(
             fail(RULE_MCAST, op, f"FF1 must fuse GELU into the matmul (fused_activation=(GELU, True)), got {activation}")
         if not fused_gelu and activation is not None:
             fail(RULE_MCAST, op, f"no activation belongs here, got {activation}")
-    out_grid = (math.ceil(Nt / cfg.per_core_N), math.ceil(plan.m_tiles / cfg.per_core_M))
+    out_grid = (math.ceil(Nt / cfg.per_core_N), math.ceil(Mt / cfg.per_core_M))
     out = Sharded(out_name, BLOCK, out_grid, (cfg.per_core_M * TILE, cfg.per_core_N * TILE), plan.activation_dtype)
     act, wgt = tile_bytes(plan.activation_dtype), tile_bytes(plan.weight_dtype)
     k_blocks = Kt // cfg.in0_block_w
