@@ -13,8 +13,10 @@ import json
 import sys
 
 import torch
+import ttnn
 
 from deit_tt.checkpoints.loading import random_checkpoint
+from deit_tt.model.conversion import fold_pixels
 from deit_tt.backends.recording import dry_run
 from deit_tt.pipeline import DeiTPipeline
 from deit_tt.model.policy import get_policy
@@ -33,6 +35,12 @@ def main() -> int:
     images = pipeline.images_per_forward + 3  # one full forward and a padded one
     output = pipeline(torch.zeros(images, 3, 224, 224))
     records = dry_run(pipeline)
+    # Which images each chip gets, and the order they come back in: image i carries the value i everywhere.
+    executor = pipeline.model.executor
+    numbered = torch.arange(pipeline.images_per_forward, dtype=torch.float32).reshape(-1, 1, 1, 1).expand(-1, 3, 224, 224)
+    split = executor.host_tensor(fold_pixels(numbered), dtype=ttnn.bfloat16, layout=ttnn.ROW_MAJOR_LAYOUT, batch_sharded=True)
+    per_chip = [ttnn.to_torch(shard)[:, 0, 0, 0].int().tolist() for shard in ttnn.get_device_tensors(split)]
+    gathered = ttnn.to_torch(split, mesh_composer=ttnn.concat_mesh_to_tensor_composer(runtime.device, dim=0))[:, 0, 0, 0].int().tolist()
     print(json.dumps({
         "chips": runtime.num_devices,
         "mesh": list(runtime.device.shape),
@@ -43,6 +51,8 @@ def main() -> int:
         "any_value": bool(torch.isfinite(output.logits).any()),
         "ops": len(records),
         "input": records[0].inputs[0],
+        "images_per_chip": per_chip,
+        "gathered_order": gathered,
     }))
     pipeline.close()
     return 0

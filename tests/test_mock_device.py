@@ -364,6 +364,9 @@ def test_a_mesh_forward_splits_the_batch_over_every_chip_and_gathers_the_logits(
     assert result["logits"] == result["distillation_logits"] == [8 * chips + 3, 1000]
     assert not result["any_value"] and result["ops"] == 193
     assert result["input"] == "L1 height 1568x64@8x2 bfloat16"  # each chip folds its own 8 images
+    # chip i gets images 8i..8i+7 (split on the host by the executor's mapper) and they come back in order
+    assert result["images_per_chip"] == [list(range(8 * chip, 8 * chip + 8)) for chip in range(chips)]
+    assert result["gathered_order"] == list(range(8 * chips))
     assert f"batch 8 per chip x {chips} chips" in result["banner"] and f"({chips} chips, wormhole_b0" in result["banner"]
 
 

@@ -71,14 +71,15 @@ class DeviceExecutor:
     def _mapper(self, batch_sharded: bool):
         if self.data_parallel == 1:
             return None
-        return ttnn.ShardTensorToMesh(self.device, dim=0) if batch_sharded else ttnn.ReplicateTensorToMesh(self.device)
+        # ttnn 0.81's mappers (the ShardTensorToMesh / ReplicateTensorToMesh wrappers are deprecated there)
+        return ttnn.shard_tensor_to_mesh_mapper(self.device, dim=0) if batch_sharded else ttnn.replicate_tensor_to_mesh_mapper(self.device)
 
     def parameter(self, tensor: ttnn.Tensor):
         """Move a converted host parameter to DRAM, where the sharded matmuls stream weights from (every chip of a mesh)."""
         return ttnn.to_device(tensor, self.device, memory_config=ttnn.DRAM_MEMORY_CONFIG)
 
     def to_torch(self, tensor) -> torch.Tensor:
-        composer = ttnn.ConcatMeshToTensor(self.device, dim=0) if self.data_parallel > 1 else None
+        composer = ttnn.concat_mesh_to_tensor_composer(self.device, dim=0) if self.data_parallel > 1 else None
         return ttnn.to_torch(tensor, mesh_composer=composer).float()
 
     def deallocate(self, tensor) -> None:
