@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -131,7 +132,7 @@ def test_batches_are_written_on_cq1_into_a_persistent_dram_buffer(runner):
     assert config.buffer_type == ttnn.BufferType.DRAM and config.memory_layout == ttnn.TensorMemoryLayout.HEIGHT_SHARDED
     assert list(config.shard_spec.shape) == [2091, 64]  # 8 x 224 x 14 rows over the 12 DRAM banks
     runner._wait = lambda cq, event: None  # the mock segfaults in wait_for_event (see test_where_the_mock_stops)
-    runner.write(torch.zeros(BATCH, 3, 224, 224))
+    runner.write(runner.model.host_pixels(torch.zeros(BATCH, 3, 224, 224)))
     assert "mesh_cq_id=1" in repr(runner.events.written)
     ttnn.event_synchronize(runner.events.written)
     assert runner.staging.buffer_address() == address  # written in place: a trace can read it every batch
@@ -147,7 +148,7 @@ def test_the_forward_runs_from_the_staged_input_which_can_be_recreated_at_its_ad
     assert tuple(runner.outputs.shape) == (BATCH, 32, 2 * 1152)  # both heads' logits on each image's first tile row
     assert runner.logits.memory_config().buffer_type == ttnn.BufferType.DRAM  # allocated before any trace
     assert runner.input.is_allocated() is False  # the fold freed it, as in every forward
-    runner.write(torch.zeros(BATCH, 3, 224, 224))
+    runner.write(runner.model.host_pixels(torch.zeros(BATCH, 3, 224, 224)))
     runner.stage()
     assert runner.input.memory_config() == runner.model.plan.fold_input_memory_config
     spec, address = runner.input.spec, runner.input.buffer_address()
@@ -225,3 +226,31 @@ def test_on_a_card_traced_logits_are_the_untraced_ones_batch_after_batch(tiny):
             assert torch.equal(traced.logits[start : start + count], untraced.logits[:count])
     finally:
         pipeline.close()
+
+
+def test_batches_are_converted_ahead_by_a_worker_in_order_and_its_errors_reach_the_loop():
+    converted_by = []
+
+    def convert(value):
+        converted_by.append(threading.current_thread().name)
+        return value * 10
+
+    assert list(steady_state.prefetched(iter(range(5)), convert)) == [0, 10, 20, 30, 40]
+    assert set(converted_by) == {"deit-tt-prefetch"}  # never on the loop's thread
+
+    def failing(value):
+        if value == 2:
+            raise ValueError("bad batch 2")
+        return value
+
+    results = steady_state.prefetched(iter(range(5)), failing)
+    assert [next(results), next(results)] == [0, 1]
+    with pytest.raises(ValueError, match="bad batch 2"):
+        next(results)
+
+
+def test_stopping_early_leaves_no_worker_behind():
+    results = steady_state.prefetched(iter(range(100)), lambda value: value, depth=2)
+    assert next(results) == 0
+    results.close()
+    assert not any(thread.name == "deit-tt-prefetch" for thread in threading.enumerate())
