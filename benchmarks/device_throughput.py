@@ -6,7 +6,7 @@ traced (deit_tt.backends.tracing), on one chip and on all chips, beside tt-metal
 
 Weights are random-initialised (``random:<size>``): shapes and dtypes, hence timings, are the real checkpoints'.
 End-to-end: host pixels in, host logits out. Device-only: back-to-back trace replays on the staged input, wall
-time (tt-metal's device figure [S13, S14] sums kernel durations with its profiler instead).
+time (tt-metal's device figure, test_vit_device_perf.py, sums kernel durations with its profiler instead).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from deit_tt.pipeline import DeiTPipeline, trace_region_for
 from deit_tt.model.policy import get_policy
 from deit_tt.backends.runtime import CHIPS, card_present, open_mock, prepare_host, select_runtime
 
-# shared/reference/ttnn-vit-sharding.md §3: ViT-base (86 M parameters, 197 tokens) with trace + 2 CQ.
+# tt-metal models/demos/vision/classification/vit/wormhole/tests/test_demo_vit_ttnn_inference_perf_e2e_2cq_trace.py, models/demos/vision/classification/vit/blackhole/tests/test_demo_vit_ttnn_inference_perf_e2e_2cq_trace.py and models/README.md: ViT-base (86 M parameters, 197 tokens) with trace + 2 CQ.
 PUBLISHED = pd.DataFrame(
     [
         ("ViT-base", "N150", 8, 1470, 1560, "S11 (e2e, ±4 %), S13 (device kernels)"),
@@ -86,7 +86,7 @@ def on_card(args, sizes) -> None:
         finally:
             runtime.close()
     print(pd.DataFrame(rows).round(2).to_string(index=False))
-    print("\ntt-metal's published ViT-base numbers (shared/reference/ttnn-vit-sharding.md §3):")
+    print("\ntt-metal's published ViT-base numbers (tt-metal's ViT perf tests and models/README.md):")
     print(PUBLISHED.to_string(index=False))
 
 

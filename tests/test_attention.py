@@ -171,11 +171,11 @@ def test_overlay_highlights_the_attended_patch():
     assert constant.size == (224, 224)
 
 
-def test_plot_token_maps_draws_three_panels():
+def test_plot_token_maps_draws_three_panels_and_the_shared_colour_bar():
     image = Image.new("RGB", (256, 256), (90, 120, 150))
     figure = attention.plot_token_maps(image, torch.rand(SIDE, SIDE), torch.rand(SIDE, SIDE), title="test")
-    assert len(figure.axes) == 3
-    assert [axis.get_title() for axis in figure.axes][1:] == ["CLS token", "distillation token"]
+    assert len(figure.axes) == 4  # three panels and the colour bar the two maps share (it was never drawn)
+    assert [axis.get_title() for axis in figure.axes][1:3] == ["CLS token", "distillation token"]
     assert attention.figure_to_png(figure)[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -609,3 +609,12 @@ def test_l1_by_grid_reports_the_peak_of_each_grid():
     assert summary.loc["encoder", "L1 bytes/core"] == encoder_ops["L1 bytes/core"].max()
     assert summary.loc["attention", "grid"] == "6x8"
     assert summary["ops"].sum() == len(table)
+
+
+def test_plan_command_knows_the_built_in_models(capsys):
+    from deit_tt.errors import UserFacingError
+
+    code, out = _run_plan(capsys, "--model", "shapes:tiny", "--chip", "n150", "--batch", "8")
+    assert code == 0 and "model: shapes:tiny" in out and "10 classes (padded 384)" in out
+    with pytest.raises(UserFacingError, match="no built-in model 'shapes:huge'"):
+        _run_plan(capsys, "--model", "shapes:huge")

@@ -450,12 +450,12 @@ def plot_token_maps(
     from matplotlib.figure import Figure
 
     panels = 3 if show_image else 2
-    if axes is None:
+    own_axes = axes is None
+    if own_axes:
         figure = Figure(figsize=(3.2 * panels, 3.6), layout="constrained")
         axes = figure.subplots(1, panels)
     else:
         figure = axes[0].figure
-    own_axes = axes is None
     scale = scale or map_scale(cls_map, distillation_map)
     view = model_view(image)
     items = [("model input (224x224 crop)", view)] if show_image else []

@@ -51,6 +51,7 @@ import ttnn
 
 from deit_tt.analysis.pcc import pcc
 from deit_tt.model.policy import dtype_name
+from deit_tt.sharding.dims import TILE
 
 __all__ = [
     "round_to_dtype",
@@ -73,7 +74,6 @@ __all__ = [
 
 BLOCK_SIZE = 16  # values sharing one exponent: one row of a 16x16 face
 MANTISSA_BITS = {ttnn.bfloat8_b: 7, ttnn.bfloat4_b: 3}  # magnitude bits, hidden bit included
-TILE = 32  # ttnn tile edge
 FACE = 16  # a tile is four 16x16 faces: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right
 TILE_DTYPES = (ttnn.float32, ttnn.bfloat16, ttnn.bfloat8_b, ttnn.bfloat4_b)
 

@@ -15,7 +15,7 @@ current directory.
 
 ttnn reads these variables once per process, at its first tensor conversion, so they are set by
 ``deit_tt.backends.runtime`` before that, and a process that initialised ttnn for one chip cannot mock another.
-Facts and measurements: ``shared/reference/mock-device-dry-run.md``.
+tt-metal's mock cluster descriptors: tests/tt_metal/tt_fabric/custom_mock_cluster_descriptors/ (TT_METAL_MOCK_CLUSTER_DESC_PATH).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ class Chip:
     chips: int = 1  # chips of the system (the mock opens them all as one mesh)
 
 
-# Grids from tt-metal's core descriptors (shared/reference/ttnn-vit-sharding.md §6); a Blackhole P150's grid
+# Grids from tt-metal's core descriptors (tt_metal/core_descriptors/*.yaml); a Blackhole P150's grid
 # depends on its firmware's harvesting (13x10 unharvested, 11x10 from FW 19.5.0 on). The L1 figures are the
 # allocator's bank sizes, which tests/test_mock_device.py checks against the mock device of every chip.
 CHIPS: dict[str, Chip] = {

@@ -7,7 +7,7 @@ compute kernel config says so; this module reproduces that, op by op, from the c
 
 Every fact is read from the kernel and LLK sources the ttnn 0.81.1 wheel ships (paths below are
 relative to ``site-packages/ttnn/``; ``SFPU`` = ``tt_metal/hw/ckernels/wormhole_b0/metal/llk_api/llk_sfpu``)
-and from tt-metal's ``tech_reports/matrix_engine/matrix_engine.md`` (see shared/reference/device-numerics.md).
+and from tt-metal's ``tech_reports/matrix_engine/matrix_engine.md``.
 Nothing here has been compared with a card yet. Everything is vectorised tensor arithmetic: float32, or
 bfloat16 for what a Float16_b dest holds (see ``round_bf16``), with bfloat16 GEMMs for the K blocks.
 
@@ -24,9 +24,9 @@ import ttnn
 from deit_tt.backends.blockfloat import round_to_dtype
 from deit_tt import settings
 from deit_tt.errors import UserFacingError
+from deit_tt.sharding.dims import TILE
 
 NUMERICS = ("ideal", "tensix")
-TILE = 32
 
 
 def resolve_numerics(numerics: str | None = None) -> str:

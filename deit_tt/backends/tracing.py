@@ -1,4 +1,4 @@
-"""Steady-state inference as tt-metal's ViT perf test runs it [S11, S12 in shared/reference/ttnn-vit-sharding.md].
+"""Steady-state inference as tt-metal's ViT perf test runs it (tenstorrent/tt-metal ``models/demos/vision/classification/vit/wormhole/tests/test_demo_vit_ttnn_inference_perf_e2e_2cq_trace.py``).
 
 The model's own ``TtDeiT.forward`` is warmed up once (every program compiled into the program cache), then
 captured as a metal trace on command queue 0 and replayed per batch. Command queue 1 writes the next batch
@@ -45,7 +45,7 @@ MOCK_STOPS = (
 # and semaphore set-up, the kernel-binary relay, go signal) and runtime arguments for every core it runs
 # on. tt-metal's ViT-base reserves 1,753,088 B on Wormhole (8x8 grid, batch 8) and 2,771,968 B on
 # Blackhole (12x10 grid, batch 10) for one forward of 205 ops (S1: 9 embedding ops, 1 reshard onto the
-# encoder grid, 16 per layer x 12, final LayerNorm + reshard + classifier) [S11, S12]. Solving
+# encoder grid, 16 per layer x 12, final LayerNorm + reshard + classifier), from the WH and BH perf tests named above. Solving
 # ops x (fixed + per_core x cores) for both gives the two bytes-per-program figures below [inference].
 _VIT_OPS = 205
 _VIT_REGIONS = ((8 * 8, 1_753_088), (12 * 10, 2_771_968))  # (cores of the grid, trace_region_size)
@@ -100,7 +100,7 @@ def forward_ops(parameters, plan, layer_norm_eps: float, mask_padded_tokens: boo
 
 
 def staging_memory_config(plan, device) -> ttnn.MemoryConfig:
-    """DRAM height-sharded over every DRAM bank: where CQ 1 writes a batch while CQ 0 computes [S11, S10]."""
+    """DRAM height-sharded over every DRAM bank: where CQ 1 writes a batch while CQ 0 computes, as the perf test and vit_test_infra.py stage their input."""
     l1_spec = plan.fold_input_memory_config.shard_spec
     rows, width = l1_spec.shape
     rows_per_chip = rows * l1_spec.num_cores()  # the plan is per chip: so is the staging buffer

@@ -55,16 +55,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def classifier_heads(config) -> int:
+    """2 for a distilled checkpoint (and random:<size>, built distilled), 1 for DeiTForImageClassification."""
+    return 1 if "DeiTForImageClassification" in (config.architectures or ()) else 2
+
+
 def load_model_config(model: str | None):
     """The Hugging Face DeiTConfig for ``model`` (random:<size>, a save_pretrained directory or a hub id)."""
     from transformers import DeiTConfig
 
     from deit_tt.checkpoints.loading import random_config
+    from deit_tt.checkpoints.builtin import BUILT_IN_MODELS, BUILT_IN_PREFIXES, built_in_folder
     from deit_tt.checkpoints.hub import resolve_model_name
 
     name = resolve_model_name(model)
     if name.startswith("random:"):
         return name, random_config(name.removeprefix("random:"))
+    if name.startswith(BUILT_IN_PREFIXES):
+        folder = built_in_folder(name)
+        if folder is None:
+            raise UserFacingError(f"no built-in model {name!r}; built in: {', '.join(BUILT_IN_MODELS)}")
+        return name, DeiTConfig.from_pretrained(folder)
     path = Path(name).expanduser()
     if (path.suffix or name.startswith((".", "/", "~"))) and not path.is_dir():
         raise UserFacingError(f"model directory {name!r} does not exist; pass a folder written by save_pretrained or random:base")
@@ -169,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     policy = get_policy(args.dtype_policy)
     model_name, config = load_model_config(args.model)
     try:
-        plan = plan_for(config, policy, batch, Runtime("host", chip))
+        plan = plan_for(config, policy, batch, Runtime("host", chip), classifier_heads(config))
     except ShardingRuleError as error:
         raise UserFacingError(f"no valid sharding plan for batch {batch} on {chip_name}: {error}") from None
     if args.dry_run:  # the plan above refused nothing: now ttnn itself checks it

@@ -2,7 +2,7 @@
 
 Nothing here is a typed-in constant. Every number is derived from the model dimensions, the batch
 size and the device compute grid (``compute_with_storage_grid_size``), following the op-by-op design
-of tt-metal's sharded ViT (see the project brief ``shared/reference/ttnn-vit-sharding.md`` §1):
+of tt-metal's sharded ViT (tenstorrent/tt-metal ``models/demos/vision/classification/vit/wormhole/tt/ttnn_optimized_sharded_vit_wh.py``):
 
 - the **encoder grid** (LayerNorm, QKV, self-output, FF1, FF2; block-sharded, ROW_MAJOR) has as many
   rows as divide the M tiles (batch x 7) and as many columns as divide the K/N tiles of every matmul on

@@ -291,7 +291,7 @@ def make_plan(
     grid_x, grid_y = grid
 
     # Compute kernel configs, passed to every op explicitly. They keep the values ttnn 0.81.1 picks when it is
-    # given none (shared/reference/device-numerics.md §1): matmuls with a program config run LoFi, no approx,
+    # given none (``create_matmul_attributes`` in ttnn/cpp/ttnn/operations/matmul/device/matmul_device_operation.cpp, softmax_device_operation.cpp): matmuls with a program config run LoFi, no approx,
     # fp32 accumulation only for fp32 outputs, packer L1 accumulation on (create_matmul_attributes); the fused
     # scale-mask-softmax runs HiFi4 with the approximate exp (softmax_device_operation.cpp). LayerNorm takes
     # tt-metal's ViT encoder config (HiFi2, approx, packer L1 accumulation; ln_compute_config).

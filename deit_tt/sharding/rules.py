@@ -1,6 +1,6 @@
 """The rules: every invariant a ttnn validator enforces on the plan's configs, one small function each.
 
-Each ``check_*`` function checks one invariant (reference ``shared/reference/ttnn-vit-sharding.md`` §2.1-§2.7)
+Each ``check_*`` function checks one invariant (the validators of tt-metal's matmul, create_qkv_heads, LayerNorm and softmax device operations, named per rule below)
 and raises :class:`ShardingRuleError` naming the rule, the op and the numbers:
 ``[rule] op 'x': detail``. Shapes are in tiles unless a name says otherwise; "shard" arguments are
 (height, width) in elements. ``tests/test_rules_vs_ttnn.py`` breaks each rule on tt-metal's mock device
@@ -53,7 +53,7 @@ ALL_RULES = (
     RULE_L1,
 )
 
-# Where each rule comes from (brief shared/reference/ttnn-vit-sharding.md; tt-metal source files).
+# Where each rule comes from (tt-metal source files).
 RULE_SOURCES = {
     RULE_DIMS: "§2.5 head size a multiple of 32, no tile padding (split_query_key_value_and_split_heads.cpp, concatenate_heads.cpp)",
     RULE_DTYPE: "§2.5-§2.7 fp32 / bf16 / bf8_b inputs (layernorm, softmax, create_qkv_heads, nlp_concat_heads validators)",
