@@ -203,7 +203,7 @@ class TtDeiT:
         output = self.executor.run(op, *args, **kwargs)
         outputs = output if isinstance(output, tuple) else (output,)
         for tensor in args[:1] if inputs is None else inputs:
-            if not any(tensor is produced for produced in outputs):  # a placement op may return its input
+            if not any(_same_storage(tensor, produced) for produced in outputs):  # a placement op may return its input
                 self.executor.deallocate(tensor)
         return output
 
@@ -322,6 +322,16 @@ class TtDeiT:
             return tensor
 
         return record
+
+
+def _same_storage(a, b) -> bool:
+    """True when ``b`` is ``a`` or, on a device, a view of the same buffer (a to_memory_config to the config the
+    tensor already has returns one)."""
+    if a is b:
+        return True
+    if not (isinstance(a, ttnn.Tensor) and isinstance(b, ttnn.Tensor) and a.is_allocated() and b.is_allocated()):
+        return False
+    return a.buffer_address() == b.buffer_address() and a.memory_config().buffer_type == b.memory_config().buffer_type
 
 
 def _unrecorded(name: str, tensor):
