@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import ttnn
 
-from deit_tt.backends import mock_device, runtime
+from deit_tt.backends import mock_device, runtime, throughput
 from deit_tt.cli import card_check, main
 
 TITLES = [
@@ -79,10 +80,20 @@ def test_the_markdown_has_one_heading_per_section_each_with_its_status(no_card_r
     assert "python -m tracy -r -p -v -m deit_tt classify IMAGE.jpg --executor device --model random:tiny" in lines
 
 
-def test_throughput_needs_a_card_and_names_the_missing_module_on_one():
-    assert card_check.throughput_section(False, None, None).status == "needs a card"
-    with_card = card_check.throughput_section(True, None, None)  # issue 20 has not added the module yet
-    assert with_card.status == "not run" and "deit_tt.backends.throughput" in with_card.text
+def test_throughput_needs_a_card_and_on_one_is_the_table_beside_tt_metal_s(monkeypatch):
+    without = card_check.throughput_section(False, None, None)
+    assert without.status == "needs a card" and without.text.startswith("Images per second are measured on a card only")
+    assert "`python benchmarks/device_throughput.py --mock`" in without.text
+    measured = pd.DataFrame([{"model": "random:tiny", "card": "N150", "chips": 1, "batch/chip": 8, "trace + 2 CQ": True, "e2e img/s": 1.5}])
+    asked = []
+    monkeypatch.setattr(throughput, "card_check_table", lambda checkpoint, policy: asked.append((checkpoint, policy)) or throughput.beside_anchors(measured))
+    with_card = card_check.throughput_section(True, "checkpoint", "policy")
+    assert asked == [("checkpoint", "policy")] and with_card.status == "card"
+    lines = with_card.text.splitlines()
+    assert lines[0] == "| " + " | ".join(throughput.COLUMNS) + " |" and len(lines) == 2 + 1 + len(throughput.ANCHORS) + 1 + 1 + 4
+    assert lines[2].startswith("| random:tiny | N150 | 1 | 8 | True | nan | 1.500000 |") and throughput.MEASURED in lines[2]
+    assert lines[-5].startswith("Target: DeiT-base on an N150 at batch 8: at least 2,000 img/s e2e")
+    assert with_card.data["table"][0]["e2e img/s"] == 1.5 and len(with_card.data["table"]) == 1 + len(throughput.ANCHORS)
 
 
 def _one_line_error(capsys, argv) -> str:

@@ -45,7 +45,7 @@ def mock_runs():
     """Each mode of tests/mock_trace.py in its own process, two at a time."""
 
     # Not the descriptor conftest handed this process: each child hands ttnn its own chip's.
-    environment = {name: value for name, value in os.environ.items() if name != runtime.MOCK_CLUSTER_ENV}
+    environment = {name: value for name, value in os.environ.items() if name != runtime.MOCK_CLUSTER_ENV} | {"PYTHONPATH": str(ROOT)}
 
     def run(arguments):
         command = [sys.executable, "tests/mock_trace.py", "--chip", *arguments]
@@ -198,14 +198,14 @@ def test_where_the_mock_stops(mock_runs, arguments):
 
 
 @needs_mock
-def test_the_throughput_benchmark_runs_on_the_mock_and_prints_no_timing(mock_runs):
+def test_the_throughput_benchmark_runs_on_the_mock_and_times_no_device_work(mock_runs):
     finished = mock_runs["benchmark"].result()
     assert finished.returncode == 0 and "Traceback" not in finished.stderr, finished.stderr[-3000:]
     lines = finished.stdout.splitlines()
-    assert "NO TIMING IS MEANINGFUL ON THE MOCK DEVICE" in lines[0]
-    assert lines[2].startswith("DeiT-tiny, batch 8/chip x 1 chips: untraced forward accepted by ttnn (logits (8, 1000)")
-    assert "trace region 2490368 B" in lines[2] and "persistent DRAM input and CQ0/CQ1 events created" in lines[2]
-    assert not any("img/s" in line or " s/" in line for line in lines)
+    assert lines[0].startswith("NO TIMING IS MEANINGFUL ON THE MOCK DEVICE")  # notebook 06 checks it
+    assert lines[2].startswith("DeiT-tiny, batch 8/chip x 1 chips: untraced forward and tt-metal's untraced step accepted by ttnn")
+    assert lines[3].startswith("host side per batch of 8, device calls stubbed (ms): ") and "budget 5.44 ms" in lines[3]
+    assert [line for line in lines if "img/s" in line] == [lines[3]]  # tt-metal's rate, as the budget; no rate of ours
 
 
 # -- on a card ------------------------------------------------------------------------------------------
