@@ -143,20 +143,21 @@ def pipeline_rate(outputs, images: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def untraced_step(model, host) -> None:
+def untraced_step(model, host):
     """One untraced batch as tt-metal's loop runs it: the pre-built host tensor to the device, the forward
-    dispatched op by op, a non-blocking read of the logits (never converted)."""
+    dispatched op by op, a non-blocking read of the logits (never converted); returns the host tensor being read."""
     pixels = ttnn.to_device(host, model.executor.device, memory_config=model.plan.fold_input_memory_config)
     logits = model.forward(pixels)
-    ttnn.from_device(logits, blocking=False)
+    read = ttnn.from_device(logits, blocking=False)
     ttnn.deallocate(logits)
+    return read
 
 
 def tt_metal_loop(runner: tracing.SteadyState, host, iterations: int) -> None:
     """tt-metal's timed loop on the traced path: the same host tensor every iteration, reads enqueued and never
-    waited for, one ``synchronize_device`` at the end."""
-    for _ in runner.pipelined(itertools.repeat(host, iterations)):
-        pass
+    waited for, one ``synchronize_device`` at the end. The host tensors being read are kept until then, as tt-metal
+    keeps its ``outputs`` list (a non-blocking read writes into its tensor after the call returns)."""
+    reads = list(runner.pipelined(itertools.repeat(host, iterations)))
     ttnn.synchronize_device(runner.device)
 
 
@@ -167,8 +168,7 @@ def measure_untraced(pipeline: DeiTPipeline, iterations: int, warmup: int, pipel
     host = tracing.host_batch(model, pixels)  # converted once, as tt-metal's test does
 
     def loop(count):
-        for _ in range(count):
-            untraced_step(model, host)
+        reads = [untraced_step(model, host) for _ in range(count)]  # kept until the reads are done, as above
         ttnn.synchronize_device(model.executor.device)
 
     loop(warmup)
@@ -297,7 +297,9 @@ def check_on_mock(pipeline: DeiTPipeline) -> tracing.SteadyState:
     forward from the staged input, the copy into the logits buffer). Returns the compiled runner."""
     model = pipeline.model
     pipeline(torch.zeros(pipeline.images_per_forward, 3, 224, 224))
-    untraced_step(model, tracing.host_batch(model, torch.zeros(pipeline.images_per_forward, 3, 224, 224)))
+    read = untraced_step(model, tracing.host_batch(model, torch.zeros(pipeline.images_per_forward, 3, 224, 224)))
+    ttnn.synchronize_device(model.executor.device)
+    del read
     runner = tracing.SteadyState(model)
     runner._wait = lambda cq, event: None  # the mock segfaults in wait_for_event; one host thread keeps the order
     runner.compile()
