@@ -45,6 +45,7 @@ from deit_tt.pipeline import DeiTPipeline, trace_region_for
 WARMUP, ITERATIONS = 100, 1000  # tt-metal's perf test
 PIPELINE_BATCHES = 64
 LOOP_BATCHES = 50  # batches through the stubbed loop (--mock)
+DECODED_BATCHES = 8  # of them decoded from JPEGs
 COLUMNS = ["model", "card", "chips", "batch/chip", "trace + 2 CQ", "first batch s", "e2e img/s", "device img/s", "pipeline img/s", "source"]
 MEASURED = "measured on this card"
 
@@ -274,7 +275,8 @@ def device_calls_stubbed(runner: tracing.SteadyState):
 def host_loop_cost(runner: tracing.SteadyState, batches: int = LOOP_BATCHES) -> dict:
     """Milliseconds per batch of the traced loop's host side, the device calls stubbed: the worker's conversion
     (and the same with float32 handed to ttnn, as before), the loop thread's read-back, ``SteadyState.run`` as a
-    whole after its first batch (worker and loop thread overlapping) and tt-metal's loop (no conversion either way)."""
+    whole after its first batch (worker and loop thread overlapping), tt-metal's loop (no conversion either way),
+    and ``SteadyState.run`` fed by JPEG decoding as the pipeline rate is (``decoded_batches``)."""
     model, images = runner.model, runner.model.images_per_forward
     pixels = [random_pixels(images) + index for index in range(4)]
     cost = {
@@ -286,8 +288,10 @@ def host_loop_cost(runner: tracing.SteadyState, batches: int = LOOP_BATCHES) -> 
         run = pipeline_rate(runner.run(pixels[index % 4] for index in range(batches)), images)
         host = runner.host_batch(pixels[0])
         tt_metal = seconds(lambda: tt_metal_loop(runner, host, batches))
+        decoded = pipeline_rate(runner.run(decoded_batches(images, DECODED_BATCHES)), images)
     cost["SteadyState.run"] = 1000 * images / run
     cost["tt-metal's loop"] = 1000 * tt_metal / batches
+    cost["with decoding"] = 1000 * images / decoded
     return cost
 
 
