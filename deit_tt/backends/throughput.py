@@ -344,6 +344,7 @@ def mock_run(chip_name: str, sizes, policy, batch: int | None = None, loop_batch
             runtime.close()
     log(f"not run here: the capture and replays of the traced path ({tracing.MOCK_STOPS}).")
     log("On a card, run without --mock for the table beside tt-metal's published ViT-base figures.")
+    log(expectations())
 
 
 def format_loop_cost(cost: dict, images: int, rate: float, card: str) -> str:
