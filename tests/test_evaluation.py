@@ -38,8 +38,8 @@ from deit_tt.data.preprocessing import official_transform
 TESTS = Path(__file__).parent
 
 
-class DeiTOutput(NamedTuple):
-    """The fields of deit_tt.model.deit.DeiTOutput the evaluation reads (without importing ttnn in subprocesses)."""
+class TtDeiTOutput(NamedTuple):
+    """The fields of deit_tt.model.deit.TtDeiTOutput the evaluation reads (without importing ttnn in subprocesses)."""
 
     logits: torch.Tensor
     cls_logits: torch.Tensor
@@ -88,8 +88,8 @@ class ContentPredictor:
         self.images += pixel_values.shape[0]
         cls, dist = self.logits(pixel_values)
         if not self.distilled:
-            return DeiTOutput(cls, cls, None)
-        return DeiTOutput((cls + dist) / 2, cls, dist)
+            return TtDeiTOutput(cls, cls, None)
+        return TtDeiTOutput((cls + dist) / 2, cls, dist)
 
 
 class TablePredictor(ContentPredictor):

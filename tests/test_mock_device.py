@@ -25,6 +25,7 @@ from deit_tt.errors import UserFacingError
 from deit_tt.pipeline import DeiTPipeline
 from deit_tt.model.policy import get_policy
 from deit_tt.sharding import ALL_RULES
+from deit_tt.model.vocabulary import ALL_STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 MATRIX_CHIPS = ("n150", "p150-13x10", "p150-12x10", "p150")
@@ -146,7 +147,7 @@ def test_mock_forward_completes_every_op_and_hands_back_no_values(mock_n150):
         output = pipeline(torch.zeros(1, 3, 224, 224))
         records = dry_run(pipeline)
         with pytest.raises(UserFacingError, match="the mock executor computes no values"):  # nothing to compare stage by stage
-            pipeline(torch.zeros(1, 3, 224, 224), capture=lambda name, value: None)
+            pipeline(torch.zeros(1, 3, 224, 224), stages=ALL_STAGES, on_stage=lambda name, value: None)
     finally:
         pipeline.model.release()
     assert output.logits.shape == (1, 1000) and output.distillation_logits.shape == (1, 1000)

@@ -199,7 +199,7 @@ def test_full_depth_model_and_maps_match_attention_module():
     result = widget.last_result
     assert result is not None and len(result.classification.average) == 3
     (output,) = recorder.outputs
-    layers = attention.attention_from_captures(output.captures)
+    layers = attention.attention_from_captures(output.stages)
     assert len(layers) == recorder.checkpoint.config.num_hidden_layers == 12 != SHALLOW_LAYERS
     assert torch.equal(result.maps["cls/last"], attention.token_attention_map(layers[-1], "cls")[0])
     assert torch.equal(result.maps["distillation/rollout"], attention.attention_rollout(layers, "distillation")[0])

@@ -110,7 +110,7 @@ class HostExecutor:
     Like the device, an op without a ``dtype`` argument produces its first input's dtype, so each
     host tensor remembers the ttnn dtype it is stored in. ``float32_products`` (default: when torch
     has no native bfloat16 GEMM) evaluates the golden functions and the tensix ops under ``Float32Products``. ``numerics``:
-    "ideal" or "tensix" (default: $DEIT_TT_NUMERICS, then tensix).
+    "ideal" or "tensix" (default: ``settings.NUMERICS``, then tensix).
     """
 
     name = "host"

@@ -155,7 +155,7 @@ def prepare_host(chip: str = DEFAULT_HOST_CHIP) -> Chip:
 
 
 def resolve_executor(executor: str | None = None) -> str:
-    """The executor asked for: ``executor``, else $DEIT_TT_EXECUTOR, else ``auto``."""
+    """The executor asked for: ``executor``, else ``settings.EXECUTOR``, else ``auto``."""
     executor = settings.EXECUTOR.get(executor).lower()
     if executor not in EXECUTORS:
         raise UserFacingError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
@@ -172,7 +172,7 @@ def no_values_error(what: str) -> UserFacingError:
 def select_runtime(
     executor: str | None = None, chip: str | None = None, devices: int | None = None, trace_region_size: int = 0
 ) -> Runtime:
-    """Pick the executor: ``auto`` (default, or $DEIT_TT_EXECUTOR) uses a card when one is present.
+    """Pick the executor: ``auto`` (default, or ``settings.EXECUTOR``) uses a card when one is present.
 
     ``devices``: how many chips to run on, data parallel (default: every chip of the machine, or of the mocked system).
     ``trace_region_size``: see ``open_device``.

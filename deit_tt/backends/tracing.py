@@ -122,7 +122,7 @@ class SteadyState:
     """``model``'s forward as a trace, fed through two command queues (see the module docstring).
 
     Construction allocates the persistent buffers; ``compile()`` warms the program cache and ``capture()``
-    records the trace. ``run(batches)`` then yields one ``DeiTOutput`` per batch of ``model.images_per_forward``.
+    records the trace. ``run(batches)`` then yields one ``TtDeiTOutput`` per batch of ``model.images_per_forward``.
     """
 
     def __init__(self, model):
@@ -196,7 +196,7 @@ class SteadyState:
         ttnn.synchronize_device(self.device)
 
     def run(self, batches):
-        """Yield a ``DeiTOutput`` per batch; batch n+1 is written while batch n computes, logits read without a stall."""
+        """Yield a ``TtDeiTOutput`` per batch; batch n+1 is written while batch n computes, logits read without a stall."""
         batches = prefetched(batches, lambda pixels: self.model.host_pixels(pixels.float()))
         batch = next(batches, None)
         if batch is None:

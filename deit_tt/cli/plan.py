@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--chip",
         choices=list(CHIPS),
         default=None,
-        help=f"device whose compute grid to plan for (default: $DEIT_TT_CHIP, then {DEFAULT_HOST_CHIP})",
+        help=f"device whose compute grid to plan for (default: {settings.CHIP.described}, then {DEFAULT_HOST_CHIP})",
     )
     parser.add_argument("--batch", type=int, default=None, help="images per forward pass (default: the grid's row count, the largest supported)")
     add_policy_argument(parser)

@@ -144,7 +144,7 @@ def default_cache_dir() -> Path:
 
 
 def resolve_cache_dir(cache_dir: str | Path | None | bool = None) -> Path | None:
-    """None/True -> $DEIT_TT_CACHE or ~/.cache/deit_tt; False -> None (no caching). Creates the directory.
+    """None/True -> ``settings.CACHE`` or ~/.cache/deit_tt; False -> None (no caching). Creates the directory.
 
     A directory that exists but is read-only is used for reading: its verified entries load, and a missing
     one is converted without being stored (one warning). Raises UserFacingError when the path is a file or

@@ -526,7 +526,7 @@ def convert_parameters(
 ) -> DeiTParameters:
     """Convert ``checkpoint`` to ttnn host tensors with ``policy`` (default: the bf8 policy).
 
-    ``cache_dir``: None uses $DEIT_TT_CACHE, then ~/.cache/deit_tt; a path uses that directory;
+    ``cache_dir``: None uses ``settings.CACHE``, then ~/.cache/deit_tt; a path uses that directory;
     False converts without touching the disk. A cache entry is loaded only if its manifest matches the
     checkpoint identity (and sampled weight values), the policy, LAYOUT_VERSION and the ttnn version,
     and every file's size and sha256 match; otherwise it is rebuilt (one log line says why).
