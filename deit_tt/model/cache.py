@@ -50,14 +50,15 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 
 import ttnn
 
 from deit_tt import settings
 from deit_tt.errors import UserFacingError
+from deit_tt.backends.runtime import ttnn_version
 from deit_tt.model.policy import DtypePolicy, dtype_name
+from deit_tt.sharding.dims import enum_name
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -92,10 +93,6 @@ class CacheInfo:
 
 # --------------------------------------------------------------------------------------------------
 # keys and locations
-
-
-def ttnn_version() -> str:
-    return version("ttnn")
 
 
 def key_inputs(identity: str, policy: DtypePolicy, layout_version: int, weights_sample: str | None = None) -> dict:
@@ -373,7 +370,7 @@ def _describe_tensor(tensor: ttnn.Tensor) -> dict:
     return {
         "shape": [int(n) for n in tensor.shape],
         "dtype": dtype_name(tensor.dtype),
-        "layout": str(tensor.layout).split(".")[-1].lower(),
+        "layout": enum_name(tensor.layout).lower(),
     }
 
 
