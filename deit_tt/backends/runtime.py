@@ -41,7 +41,7 @@ class Chip:
 
 # Grids from tt-metal's core descriptors (tt_metal/core_descriptors/*.yaml); a Blackhole P150's grid
 # depends on its firmware's harvesting (13x10 unharvested, 11x10 from FW 19.5.0 on). The L1 figures are the
-# allocator's bank sizes, which tests/test_mock_device.py checks against the mock device of every chip.
+# allocator's bank sizes, which tests/backends/test_mock_device.py checks against the mock device of every chip.
 CHIPS: dict[str, Chip] = {
     "n150": Chip("n150", "wormhole_b0", (8, 8), 1_360_544, "n150.yaml"),
     "n300": Chip("n300", "wormhole_b0", (8, 8), 1_360_544, "n300.yaml", chips=2),

@@ -19,7 +19,7 @@ batch into one DRAM buffer allocated before capture, with the copy compiled in t
 On a mesh the same trace runs on every chip, each on its own images (``DeviceExecutor``).
 
 tt-metal's mock device stops early on this path: ``ttnn.wait_for_event`` segfaults, as does an op inside
-``begin_trace_capture`` and the replay of a trace (tests/test_steady_state.py pins each point).
+``begin_trace_capture`` and the replay of a trace (tests/backends/test_steady_state.py pins each point).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from deit_tt.errors import UserFacingError
 WRITE_CQ, COMPUTE_CQ = 1, 0
 MOCK_STOPS = (
     "tt-metal's mock device (ttnn 0.81.1) segfaults at the traced path's first cross-queue ttnn.wait_for_event "
-    "(tests/test_steady_state.py pins where it stops; benchmarks/device_throughput.py --mock runs what it can)"
+    "(tests/backends/test_steady_state.py pins where it stops; benchmarks/device_throughput.py --mock runs what it can)"
 )
 
 # -- the trace region ---------------------------------------------------------------------------------

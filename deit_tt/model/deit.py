@@ -261,7 +261,7 @@ class TtDeiT:
         config in the plan. ``numeric_stable=True`` subtracts each row's max before the exponential, which tt-metal's
         ViT does not: the plan runs the exponential with ``math_approx_mode`` (the SFPU's bit-trick exp,
         ckernel_sfpu_exp.h), whose result is only valid below about 88.7 (above, the rounded integer reaches the
-        sign bit; ``deit_tt.backends.tensix_numerics.fast_exp`` reproduces it and tests/test_tensix_numerics.py pins
+        sign bit; ``deit_tt.backends.tensix_numerics.fast_exp`` reproduces it and tests/backends/test_tensix_numerics.py pins
         it). Scaled scores of a trained model are not bounded by anything in the config, and the max pass costs one
         row reduction per tile row, so it stays.
         """

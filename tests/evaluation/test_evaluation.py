@@ -539,7 +539,7 @@ def test_a_results_file_held_by_another_process_is_refused_naming_it_until_that_
     path = tmp_path / "shared.jsonl"
     _run(ContentPredictor(), dataset, path, limit=4)
     before = path.read_bytes()
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(path)], stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(TESTS.parent)})
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(path)], stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(TESTS.parents[1])})
     try:
         assert holder.stdout.readline() == b"locked\n"
         for restart in (False, True):

@@ -27,7 +27,7 @@ from deit_tt.model.policy import get_policy
 from deit_tt.sharding import ALL_RULES
 from deit_tt.model.vocabulary import ALL_STAGES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MATRIX_CHIPS = ("n150", "p150-13x10", "p150-12x10", "p150")
 MESHES = {"n300": ("n300",), "t3k 1x8": ("t3k",), "t3k 2x4": ("t3k", "--mesh-shape", "2x4")}
 needs_mock = pytest.mark.skipif(
@@ -49,9 +49,9 @@ def mock_processes():
     # The first matrix fills the shared conversion cache while the mesh runs (one model) go beside it.
     first, *others = MATRIX_CHIPS
     with ThreadPoolExecutor(max_workers=2) as pool:
-        jobs = {first: pool.submit(run, "tests/mock_matrix.py", "--chip", first)}
-        jobs.update({mesh: pool.submit(run, "tests/mock_mesh.py", "--chip", *arguments) for mesh, arguments in MESHES.items()})
-        jobs.update({chip: pool.submit(run, "tests/mock_matrix.py", "--chip", chip) for chip in others})
+        jobs = {first: pool.submit(run, "tests/tools/mock_matrix.py", "--chip", first)}
+        jobs.update({mesh: pool.submit(run, "tests/tools/mock_mesh.py", "--chip", *arguments) for mesh, arguments in MESHES.items()})
+        jobs.update({chip: pool.submit(run, "tests/tools/mock_matrix.py", "--chip", chip) for chip in others})
         yield jobs
 
 

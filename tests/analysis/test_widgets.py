@@ -1,6 +1,6 @@
 """The upload widget, driven headlessly the way ipywidgets 8 delivers uploads: every image kind, invalid
 files (one-line message, widget keeps working), the empty value, the browser's Bunch entries, the busy
-state, the size limit and what is left on screen after a failure. tests/test_browser.py shows it in a page."""
+state, the size limit and what is left on screen after a failure. tests/analysis/test_browser.py shows it in a page."""
 
 from __future__ import annotations
 

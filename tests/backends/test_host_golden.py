@@ -7,7 +7,7 @@ the hashes were recorded from the code before the speed work (commit 0070521).
 
 The matrix products' summation order belongs to torch's GEMM kernel, so the hashes hold for the kind of CPU
 and torch they were recorded with; on another, the test says which it has and which were recorded.
-Record a new kind into host_golden.json with ``python tests/test_host_golden.py`` (from a tree whose numerics are
+Record a new kind into host_golden.json with ``python tests/backends/test_host_golden.py`` (from a tree whose numerics are
 trusted, e.g. a checkout of that commit).
 """
 
