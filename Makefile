@@ -48,7 +48,7 @@ $(VISUALIZER_VENV)/.installed: pyproject.toml
 	touch $@
 
 test: $(STAMP) $(VISUALIZER_VENV)/.installed
-	PATH="$$PATH:$(CURDIR)/$(VISUALIZER_VENV)/bin" $(BIN)/python -m pytest -q tests --timeout=900
+	PATH="$$PATH:$(CURDIR)/$(VISUALIZER_VENV)/bin" $(BIN)/python -m pytest -q tests --timeout=900 --durations=15
 	$(MAKE) --no-print-directory -B executed-notebooks
 
 executed-notebooks: $(EXECUTED)/.done
