@@ -19,7 +19,7 @@ batch into one DRAM buffer allocated before capture, with the copy compiled in t
 On a mesh the same trace runs on every chip, each on its own images (``DeviceExecutor``).
 
 tt-metal's mock device stops early on this path: ``ttnn.wait_for_event`` segfaults, as does an op inside
-``begin_trace_capture`` and the replay of a trace (tests/test_steady_state.py pins each point).
+``begin_trace_capture`` and the replay of a trace (tests/backends/test_steady_state.py pins each point).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from deit_tt.errors import UserFacingError
 WRITE_CQ, COMPUTE_CQ = 1, 0
 MOCK_STOPS = (
     "tt-metal's mock device (ttnn 0.81.1) segfaults at the traced path's first cross-queue ttnn.wait_for_event "
-    "(tests/test_steady_state.py pins where it stops; benchmarks/device_throughput.py --mock runs what it can)"
+    "(tests/backends/test_steady_state.py pins where it stops; benchmarks/device_throughput.py --mock runs what it can)"
 )
 
 # -- the trace region ---------------------------------------------------------------------------------
@@ -122,7 +122,7 @@ class SteadyState:
     """``model``'s forward as a trace, fed through two command queues (see the module docstring).
 
     Construction allocates the persistent buffers; ``compile()`` warms the program cache and ``capture()``
-    records the trace. ``run(batches)`` then yields one ``DeiTOutput`` per batch of ``model.images_per_forward``.
+    records the trace. ``run(batches)`` then yields one ``TtDeiTOutput`` per batch of ``model.images_per_forward``.
     """
 
     def __init__(self, model):
@@ -199,7 +199,7 @@ class SteadyState:
         return host_batch(self.model, pixels)
 
     def run(self, batches):
-        """Yield a ``DeiTOutput`` per batch; a worker thread converts batch n+1 while the loop copies, stages,
+        """Yield a ``TtDeiTOutput`` per batch; a worker thread converts batch n+1 while the loop copies, stages,
         replays and reads batch n."""
         for host_logits in self.pipelined(prefetched(batches, self.host_batch)):
             yield self._finish(host_logits)
@@ -253,7 +253,7 @@ class SteadyState:
 def host_batch(model, pixels: torch.Tensor):
     """A batch as CQ1 copies it: the fold's input as a row-major bfloat16 host tensor (split per chip on a mesh).
     Rounded to bfloat16 by torch first: the same bits as ttnn's own rounding of float32 (to nearest even,
-    tests/test_throughput.py) in a fraction of the time (``benchmarks/device_throughput.py --mock`` prints both)."""
+    tests/backends/test_throughput.py) in a fraction of the time (``benchmarks/device_throughput.py --mock`` prints both)."""
     return model.host_pixels(pixels.to(torch.bfloat16))
 
 

@@ -38,8 +38,8 @@ from deit_tt.data.preprocessing import official_transform
 TESTS = Path(__file__).parent
 
 
-class DeiTOutput(NamedTuple):
-    """The fields of deit_tt.model.deit.DeiTOutput the evaluation reads (without importing ttnn in subprocesses)."""
+class TtDeiTOutput(NamedTuple):
+    """The fields of deit_tt.model.deit.TtDeiTOutput the evaluation reads (without importing ttnn in subprocesses)."""
 
     logits: torch.Tensor
     cls_logits: torch.Tensor
@@ -88,8 +88,8 @@ class ContentPredictor:
         self.images += pixel_values.shape[0]
         cls, dist = self.logits(pixel_values)
         if not self.distilled:
-            return DeiTOutput(cls, cls, None)
-        return DeiTOutput((cls + dist) / 2, cls, dist)
+            return TtDeiTOutput(cls, cls, None)
+        return TtDeiTOutput((cls + dist) / 2, cls, dist)
 
 
 class TablePredictor(ContentPredictor):
@@ -539,7 +539,7 @@ def test_a_results_file_held_by_another_process_is_refused_naming_it_until_that_
     path = tmp_path / "shared.jsonl"
     _run(ContentPredictor(), dataset, path, limit=4)
     before = path.read_bytes()
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(path)], stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(TESTS.parent)})
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(path)], stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(TESTS.parents[1])})
     try:
         assert holder.stdout.readline() == b"locked\n"
         for restart in (False, True):

@@ -15,7 +15,7 @@ from PIL import Image
 from deit_tt.errors import UserFacingError
 from deit_tt.data.images import BUNDLED_IMAGES, MAX_PIXELS, ImageError, image_paths, load_image
 
-DATA_IMAGES = Path(__file__).resolve().parent.parent / "data" / "images"
+DATA_IMAGES = Path(__file__).resolve().parents[2] / "data" / "images"
 
 
 # ------------------------------------------------------------------ generators (in memory, with PIL)

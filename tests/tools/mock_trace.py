@@ -1,11 +1,11 @@
 """Drive the traced two-queue path (deit_tt.backends.tracing) on a chip's mock device and log every ttnn call it makes.
 
-    python tests/mock_trace.py --chip n150 [--skip-waits | --empty-trace]
+    python tests/tools/mock_trace.py --chip n150 [--skip-waits | --empty-trace]
 
 Prints one line ``call <name>`` before each ttnn call of the runner and each op of the forward, and ``done`` at
 the end, flushed: when tt-metal's mock crashes (a segfault, no Python exception), the last ``call`` line is
 where. ``--skip-waits`` makes the cross-queue waits no-ops to see how far the rest gets (a probe only: the queues
-are then unordered); ``--empty-trace`` captures an empty trace and replays it. tests/test_steady_state.py drives it.
+are then unordered); ``--empty-trace`` captures an empty trace and replays it. tests/backends/test_steady_state.py drives it.
 """
 
 from __future__ import annotations

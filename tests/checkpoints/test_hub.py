@@ -15,7 +15,7 @@ from transformers import DeiTForImageClassificationWithTeacher
 from deit_tt.checkpoints.loading import random_config
 from deit_tt.checkpoints.hub import DEFAULT_MODEL, is_hub_id
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def closed_port_endpoint() -> str:

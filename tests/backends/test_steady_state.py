@@ -28,7 +28,7 @@ from deit_tt.pipeline import DeiTPipeline, build_pipeline, plan_for, trace_regio
 from deit_tt.model.policy import get_policy
 from test_mock_device import needs_mock
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BATCH = 8
 # (mock_trace.py arguments) -> (the last call it starts, frames of the segfault's stack, innermost first).
 # The real order stops at the first wait on one chip as on the N300 mesh (same code, same frames); the mesh is
@@ -42,13 +42,13 @@ MOCK_STOPS = {
 
 @pytest.fixture(scope="module")
 def mock_runs():
-    """Each mode of tests/mock_trace.py in its own process, two at a time."""
+    """Each mode of tests/tools/mock_trace.py in its own process, two at a time."""
 
     # Not the descriptor conftest handed this process: each child hands ttnn its own chip's.
     environment = {name: value for name, value in os.environ.items() if name != runtime.MOCK_CLUSTER_ENV} | {"PYTHONPATH": str(ROOT)}
 
     def run(arguments):
-        command = [sys.executable, "tests/mock_trace.py", "--chip", *arguments]
+        command = [sys.executable, "tests/tools/mock_trace.py", "--chip", *arguments]
         return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300, env=environment)
 
     def benchmark():

@@ -15,6 +15,7 @@ import ttnn
 
 from deit_tt.backends import tensix_numerics as tn
 from deit_tt.errors import UserFacingError
+from deit_tt.model.vocabulary import ALL_STAGES
 
 FIDELITY = ttnn.MathFidelity
 
@@ -145,7 +146,7 @@ def test_changing_a_config_in_the_plan_changes_the_emulation(tiny_checkpoint):
 
     def qkv(plan, numerics):
         model = TtDeiT(pipeline.parameters, plan, HostExecutor(numerics=numerics), tiny_checkpoint.config.layer_norm_eps)
-        return model(pixels, capture=True).captures["layers.0.qkv"]
+        return model(pixels, stages=ALL_STAGES).stages["layers.0.qkv"]
 
     assert not torch.equal(qkv(pipeline.plan, "tensix"), qkv(hifi2, "tensix"))
     assert torch.equal(qkv(pipeline.plan, "ideal"), qkv(hifi2, "ideal"))

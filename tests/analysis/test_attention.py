@@ -113,7 +113,7 @@ def test_rollout_accepts_captures_and_rejects_missing_attentions():
     layers["layers.0.output"] = torch.zeros(1, N, 8)
     assert len(attention.attention_from_captures(layers)) == 3
     assert attention.attention_rollout(layers, "cls").shape == (1, SIDE, SIDE)
-    with pytest.raises(attention.AttentionUnavailableError, match="capture=True"):
+    with pytest.raises(attention.AttentionUnavailableError, match=r"run the pipeline with stages=\{.attention_probs.\}"):
         attention.attention_from_captures({"logits": torch.zeros(1, 1000)})
     with pytest.raises(attention.AttentionUnavailableError, match="eager"):
         attention.as_attention_list((None, None))

@@ -25,8 +25,9 @@ from deit_tt.errors import UserFacingError
 from deit_tt.pipeline import DeiTPipeline
 from deit_tt.model.policy import get_policy
 from deit_tt.sharding import ALL_RULES
+from deit_tt.model.vocabulary import ALL_STAGES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MATRIX_CHIPS = ("n150", "p150-13x10", "p150-12x10", "p150")
 MESHES = {"n300": ("n300",), "t3k 1x8": ("t3k",), "t3k 2x4": ("t3k", "--mesh-shape", "2x4")}
 needs_mock = pytest.mark.skipif(
@@ -48,9 +49,9 @@ def mock_processes():
     # The first matrix fills the shared conversion cache while the mesh runs (one model) go beside it.
     first, *others = MATRIX_CHIPS
     with ThreadPoolExecutor(max_workers=2) as pool:
-        jobs = {first: pool.submit(run, "tests/mock_matrix.py", "--chip", first)}
-        jobs.update({mesh: pool.submit(run, "tests/mock_mesh.py", "--chip", *arguments) for mesh, arguments in MESHES.items()})
-        jobs.update({chip: pool.submit(run, "tests/mock_matrix.py", "--chip", chip) for chip in others})
+        jobs = {first: pool.submit(run, "tests/tools/mock_matrix.py", "--chip", first)}
+        jobs.update({mesh: pool.submit(run, "tests/tools/mock_mesh.py", "--chip", *arguments) for mesh, arguments in MESHES.items()})
+        jobs.update({chip: pool.submit(run, "tests/tools/mock_matrix.py", "--chip", chip) for chip in others})
         yield jobs
 
 
@@ -146,7 +147,7 @@ def test_mock_forward_completes_every_op_and_hands_back_no_values(mock_n150):
         output = pipeline(torch.zeros(1, 3, 224, 224))
         records = dry_run(pipeline)
         with pytest.raises(UserFacingError, match="the mock executor computes no values"):  # nothing to compare stage by stage
-            pipeline(torch.zeros(1, 3, 224, 224), capture=lambda name, value: None)
+            pipeline(torch.zeros(1, 3, 224, 224), stages=ALL_STAGES, on_stage=lambda name, value: None)
     finally:
         pipeline.model.release()
     assert output.logits.shape == (1, 1000) and output.distillation_logits.shape == (1, 1000)

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SERVER_CONFIG_DIR = REPO / ".jupyter"  # jupyter_server_config.json: the websocket message limit
 START_TIMEOUT = 60.0
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from deit_tt.data.scenes import SCENE_CLASSES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_offline_classifies_the_bundled_scenes_with_shapes_tiny():

@@ -1,6 +1,6 @@
 """The upload widget, driven headlessly the way ipywidgets 8 delivers uploads: every image kind, invalid
 files (one-line message, widget keeps working), the empty value, the browser's Bunch entries, the busy
-state, the size limit and what is left on screen after a failure. tests/test_browser.py shows it in a page."""
+state, the size limit and what is left on screen after a failure. tests/analysis/test_browser.py shows it in a page."""
 
 from __future__ import annotations
 
@@ -199,7 +199,7 @@ def test_full_depth_model_and_maps_match_attention_module():
     result = widget.last_result
     assert result is not None and len(result.classification.average) == 3
     (output,) = recorder.outputs
-    layers = attention.attention_from_captures(output.captures)
+    layers = attention.attention_from_captures(output.stages)
     assert len(layers) == recorder.checkpoint.config.num_hidden_layers == 12 != SHALLOW_LAYERS
     assert torch.equal(result.maps["cls/last"], attention.token_attention_map(layers[-1], "cls")[0])
     assert torch.equal(result.maps["distillation/rollout"], attention.attention_rollout(layers, "distillation")[0])

@@ -1,11 +1,11 @@
 """Run the forward on one chip's mock device for every model size, head variant, batch and dtype policy.
 
-    python tests/mock_matrix.py --chip p150-13x10
+    python tests/tools/mock_matrix.py --chip p150-13x10
 
 One process per chip (ttnn reads the mock cluster descriptor once per process), one device opened for
 all combinations. Prints one JSON line per combination: the ops ttnn completed, or the sharding rule
 that refused the plan before any op was issued, or ttnn's own error; for a completed forward the peak L1 per
-core held by the allocator's buffers and the peak with circular buffers as ttnn.graph counts it. tests/test_mock_device.py drives it.
+core held by the allocator's buffers and the peak with circular buffers as ttnn.graph counts it. tests/backends/test_mock_device.py drives it.
 """
 
 from __future__ import annotations

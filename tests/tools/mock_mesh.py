@@ -1,6 +1,6 @@
 """One data-parallel forward on a mocked multi-chip system: weights on every chip, the batch split across them.
 
-    python tests/mock_mesh.py --chip t3k [--mesh-shape 2x4]
+    python tests/tools/mock_mesh.py --chip t3k [--mesh-shape 2x4]
 
 Prints one JSON line: the mesh, how many images went in, the gathered logits' shape and whether any value
 came back (none should: the mock computes nothing), and the ops ttnn accepted on the mesh.

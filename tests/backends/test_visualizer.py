@@ -20,7 +20,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from deit_tt.backends import mock_device
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium")
 VISUALIZER = shutil.which("ttnn-visualizer")
 pytestmark = [

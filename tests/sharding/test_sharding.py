@@ -557,7 +557,7 @@ def test_fold_input_is_height_sharded_on_two_cores_per_image(batch):
     assert list(memory_config.shard_spec.shape) == [1568, 64]
 
 
-# -- padding and core maps (notebook 01) --------------------------------------------------------------
+# -- padding and core maps (notebooks 01 and 01a) -------------------------------------------------
 
 
 def test_padding_table():

@@ -26,7 +26,7 @@ from deit_tt.checkpoints.builtin import built_in_folder
 from deit_tt.data.scenes import write_splits
 from deit_tt.evaluation import read_results
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IMAGES = 16
 MODEL = ["--model", "shapes:tiny", "--executor", "host", "--numerics", "ideal", "--dtype-policy", "bf16"]
 EVALUATE = ["evaluate", "--workers", "0", "--no-progress", "--batch-size", "2"]

@@ -21,7 +21,7 @@ from deit_tt.errors import UserFacingError
 from deit_tt.model.policy import get_policy
 from test_mock_device import needs_mock
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_torch_rounds_pixels_to_bfloat16_bit_for_bit_as_ttnn_does():

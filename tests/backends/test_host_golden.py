@@ -7,7 +7,7 @@ the hashes were recorded from the code before the speed work (commit 0070521).
 
 The matrix products' summation order belongs to torch's GEMM kernel, so the hashes hold for the kind of CPU
 and torch they were recorded with; on another, the test says which it has and which were recorded.
-Record a new kind into host_golden.json with ``python tests/test_host_golden.py`` (from a tree whose numerics are
+Record a new kind into host_golden.json with ``python tests/backends/test_host_golden.py`` (from a tree whose numerics are
 trusted, e.g. a checkout of that commit).
 """
 
@@ -23,6 +23,7 @@ import torch
 
 from deit_tt.backends.executor import native_bfloat16_matmul
 from deit_tt.pipeline import build_pipeline
+from deit_tt.model.vocabulary import ALL_STAGES
 
 CASES = [(numerics, policy) for numerics in ("ideal", "tensix") for policy in ("bf8", "bf16")]
 BATCH = 2
@@ -45,8 +46,8 @@ def digest(tensor: torch.Tensor) -> str:
 def stage_hashes(checkpoint, numerics: str, policy: str) -> dict[str, str]:
     pipeline = build_pipeline(checkpoint, executor="host", dtype_policy=policy, batch_size=BATCH, numerics=numerics)
     pixels = torch.randn(BATCH, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    output = pipeline(pixels, capture=True)
-    hashes = {name: digest(value) for name, value in output.captures.items()}
+    output = pipeline(pixels, stages=ALL_STAGES)
+    hashes = {name: digest(value) for name, value in output.stages.items()}
     hashes["logits"] = digest(output.logits)
     return hashes
 

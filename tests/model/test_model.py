@@ -10,6 +10,7 @@ from deit_tt.model.vocabulary import LAYER_STAGES
 from deit_tt.analysis.pcc import pcc, pcc_report
 from deit_tt.pipeline import build_pipeline
 from deit_tt.analysis.reference import capture_reference, compare_in_lockstep, compare_with_reference
+from deit_tt.model.vocabulary import ALL_STAGES
 
 CHECKPOINTS = ["tiny_checkpoint", "small_checkpoint", pytest.param("base_checkpoint", marks=pytest.mark.slow)]
 
@@ -23,14 +24,14 @@ def compare(checkpoint, policy: str, batch: int = 8, mask: bool = True, numerics
     """The host forward with ``numerics`` ("ideal" by default: these tests check the op sequence, not the card's arithmetic)."""
     pixels = random_pixels(batch)
     pipeline = build_pipeline(checkpoint, executor="host", dtype_policy=policy, batch_size=batch, mask_padded_tokens=mask, numerics=numerics)
-    output = pipeline(pixels, capture=True)
+    output = pipeline(pixels, stages=ALL_STAGES)
     reference = capture_reference(checkpoint.model, pixels)
-    return output, reference, pcc_report(output.captures, reference)
+    return output, reference, pcc_report(output.stages, reference)
 
 
 def test_streaming_comparison_gives_the_report_of_a_held_reference(tiny_checkpoint):
     output, reference, report = compare(tiny_checkpoint, "bf8", batch=2)
-    streamed = compare_with_reference(output.captures, tiny_checkpoint.model, random_pixels(2))
+    streamed = compare_with_reference(output.stages, tiny_checkpoint.model, random_pixels(2))
     assert streamed.equals(report)  # same rows, same order, same values
     probabilities = capture_reference(tiny_checkpoint.model, random_pixels(2), stages={"attention_probs"})
     assert list(probabilities) == [f"layers.{i}.attention_probs" for i in range(tiny_checkpoint.config.num_hidden_layers)]
@@ -40,44 +41,56 @@ def test_streaming_comparison_gives_the_report_of_a_held_reference(tiny_checkpoi
 def test_lockstep_comparison_gives_the_report_of_held_captures(tiny_checkpoint):
     pipeline = build_pipeline(tiny_checkpoint, executor="host", dtype_policy="bf8", batch_size=2, numerics="ideal")
     pixels = random_pixels(2)
-    output = pipeline(pixels, capture=True)
-    held = pcc_report(output.captures, capture_reference(tiny_checkpoint.model, pixels))
+    output = pipeline(pixels, stages=ALL_STAGES)
+    held = pcc_report(output.stages, capture_reference(tiny_checkpoint.model, pixels))
     report, kept = compare_in_lockstep(pipeline, tiny_checkpoint.model, pixels, keep={"attention_probs"})
     assert report.equals(held)  # every stage, in the ttnn model's order, same values
     assert list(kept) == [f"layers.{i}.attention_probs" for i in range(tiny_checkpoint.config.num_hidden_layers)]
-    assert all(torch.equal(value, output.captures[name]) for name, value in kept.items())
+    assert all(torch.equal(value, output.stages[name]) for name, value in kept.items())
 
 
 def test_lockstep_comparison_stops_both_models_on_an_error(tiny_checkpoint):
     pipeline = build_pipeline(tiny_checkpoint, executor="host", dtype_policy="bf8", batch_size=2, numerics="ideal")
     pixels = random_pixels(2)
 
-    def failing_model(pixel_values, capture):
+    def failing_model(pixel_values, stages, on_stage):
         def fail_at_layer_1(name, value):
             if name.startswith("layers.1."):
                 raise RuntimeError("stopped at layer 1")
-            capture(name, value)
+            on_stage(name, value)
 
-        pipeline(pixel_values, capture=fail_at_layer_1)
+        pipeline(pixel_values, stages, fail_at_layer_1)
 
     with pytest.raises(RuntimeError, match="stopped at layer 1"):
         compare_in_lockstep(failing_model, tiny_checkpoint.model, pixels)
     with pytest.raises(ValueError, match="no stage 'layers.0.extra'"):
-        compare_in_lockstep(lambda _, capture: capture("layers.0.extra", torch.zeros(1)), tiny_checkpoint.model, pixels)
+        compare_in_lockstep(lambda _, stages, on_stage: on_stage("layers.0.extra", torch.zeros(1)), tiny_checkpoint.model, pixels)
     with pytest.raises(ValueError, match="shape"):  # a stage that does not match its reference is an error, not a PCC
-        compare_in_lockstep(lambda _, capture: capture("embeddings", torch.zeros(1)), tiny_checkpoint.model, pixels)
-    with pytest.raises(ValueError, match="a capture callable sees one forward: pass 2 images, not 1"):
-        pipeline(pixels[:1], capture=lambda name, value: None)
+        compare_in_lockstep(lambda _, stages, on_stage: on_stage("embeddings", torch.zeros(1)), tiny_checkpoint.model, pixels)
+    with pytest.raises(ValueError, match="on_stage sees one forward: pass 2 images, not 1"):
+        pipeline(pixels[:1], stages=ALL_STAGES, on_stage=lambda name, value: None)
 
 
-def test_capture_can_keep_only_chosen_stages(tiny_checkpoint):
+def test_stages_keeps_only_the_kinds_asked_for(tiny_checkpoint):
     pipeline = build_pipeline(tiny_checkpoint, executor="host", dtype_policy="bf8", batch_size=2)
     pixels = random_pixels(2)
-    everything = pipeline(pixels, capture=True).captures
-    chosen = pipeline(pixels, capture={"attention_probs", "embeddings"}).captures
+    everything = pipeline(pixels, stages=ALL_STAGES).stages
+    chosen = pipeline(pixels, stages={"attention_probs", "embeddings"}).stages
     layers = tiny_checkpoint.config.num_hidden_layers
-    assert set(chosen) == {"embeddings", *(f"layers.{i}.attention_probs" for i in range(layers)), "cls_logits", "distillation_logits", "logits"}
+    assert set(chosen) == {"embeddings", *(f"layers.{i}.attention_probs" for i in range(layers))}
     assert all(torch.equal(value, everything[name]) for name, value in chosen.items())
+    assert set(pipeline(pixels, stages={"logits"}).stages) == {"logits"}
+
+
+def test_stages_are_checked_before_the_forward_runs(tiny_checkpoint):
+    pipeline = build_pipeline(tiny_checkpoint, executor="host", dtype_policy="bf8", batch_size=2)
+    pixels = random_pixels(2)
+    with pytest.raises(ValueError, match="unknown stage attention_prob: choose from attention_probs, "):
+        pipeline(pixels, stages={"attention_prob"})
+    with pytest.raises(TypeError, match="a collection of stage names, e.g. {'ff1'}, not a string"):
+        pipeline(pixels, stages="ff1")
+    with pytest.raises(ValueError, match="on_stage needs stages= to say which stages to hand over"):
+        pipeline(pixels, on_stage=lambda name, value: None)
 
 
 def expected_stage_count(checkpoint) -> int:
@@ -119,8 +132,8 @@ def test_padded_tokens_leak_into_attention_without_the_mask(tiny_checkpoint):
     last = f"layers.{tiny_checkpoint.config.num_hidden_layers - 1}.attention_probs"
     # captured probabilities cover the 198 real keys: with the mask each row still sums to 1,
     # without it the 26 padded keys take a share of every row
-    assert (masked_output.captures[last].sum(-1) - 1).abs().max() < 0.02
-    assert unmasked_output.captures[last].sum(-1).mean() < 0.95
+    assert (masked_output.stages[last].sum(-1) - 1).abs().max() < 0.02
+    assert unmasked_output.stages[last].sum(-1).mean() < 0.95
     assert pcc(unmasked_output.logits, reference["logits"]) < 0.999 <= pcc(masked_output.logits, reference["logits"])
     assert unmasked["pcc"].min() < masked["pcc"].min()
 
@@ -181,18 +194,18 @@ def test_device_matches_hugging_face(base_checkpoint):
     pixels = random_pixels(8)
     pipeline = build_pipeline(base_checkpoint, executor="device", dtype_policy="bf8", batch_size=8)
     try:
-        output = pipeline(pixels, capture=True)
+        output = pipeline(pixels, stages=ALL_STAGES)
     finally:
         pipeline.close()
     reference = capture_reference(base_checkpoint.model, pixels)
-    report = pcc_report(output.captures, reference)
+    report = pcc_report(output.stages, reference)
     assert len(report) == expected_stage_count(base_checkpoint)
     assert pcc(output.logits, reference["logits"]) >= 0.99
 
 
 def test_captures_are_compact_copies_without_padding(tiny_checkpoint):
     pipeline = build_pipeline(tiny_checkpoint, executor="host", dtype_policy="bf8", batch_size=2)
-    captures = pipeline(random_pixels(2), capture=True).captures
+    captures = pipeline(random_pixels(2), stages=ALL_STAGES).stages
     probabilities = captures["layers.0.attention_probs"]
     assert probabilities.shape == (2, 3, 198, 198) and probabilities.is_contiguous()
     # bfloat8_b values are exact in bfloat16, so the capture takes half of float32's memory and loses nothing

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MARK = "--- deit_tt imported ---"
 CHANGE_CONFIG = "with ttnn.manage_config('enable_logging', False): pass"  # ttnn logs this at DEBUG
 

@@ -14,6 +14,7 @@ from deit_tt.backends.executor import HostExecutor
 from deit_tt.data.images import load_image
 from deit_tt.analysis.pcc import pcc
 from deit_tt.data.preprocessing import preprocess
+from deit_tt.model.vocabulary import ALL_STAGES
 from test_classify import shallow_pipeline
 from test_images import DATA_IMAGES
 
@@ -50,12 +51,12 @@ def test_model_outputs_with_float32_products_match_the_golden_products():
     try:
         for float32_products in (False, True):
             executor.float32_products = float32_products
-            outputs[float32_products] = pipeline(pixels, capture=True)
+            outputs[float32_products] = pipeline(pixels, stages=ALL_STAGES)
     finally:
         executor.float32_products = previous
     golden, fast = outputs[False], outputs[True]
-    for name, value in golden.captures.items():
-        differing = (value != fast.captures[name]).float().mean().item()
+    for name, value in golden.stages.items():
+        differing = (value != fast.stages[name]).float().mean().item()
         assert differing < 1e-3, f"{name}: {differing:.3%} of the values differ"
     assert pcc(golden.logits[0], fast.logits[0]) > 0.99999
     assert golden.logits[0].topk(5).indices.tolist() == fast.logits[0].topk(5).indices.tolist()

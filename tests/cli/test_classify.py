@@ -31,7 +31,7 @@ from deit_tt.pipeline import build_pipeline
 from deit_tt.data.preprocessing import preprocess
 from test_images import DATA_IMAGES, INVALID_KINDS, VALID_KINDS, kind_bytes, kind_filename
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MODEL_ARGS = ["--model", "random:tiny", "--executor", "host"]
 TOP_K = 3
 SHALLOW_LAYERS = 2

@@ -23,7 +23,7 @@ from deit_tt.checkpoints.labels import head_class_names
 from deit_tt.pipeline import build_pipeline
 from deit_tt.data.scenes import SCENE_CLASSES, render_scene
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HELD_OUT = 1000  # test scenes 0..999, 100 per class: on 200, one image is half a point
 FOLDER = BUILT_IN_MODELS["shapes:tiny"]
 
