@@ -40,7 +40,7 @@ def main() -> None:
         )
     except UserFacingError as error:
         raise SystemExit(f"error: {error}") from None
-    print(throughput.beside_anchors(table).round(2).to_string(index=False))
+    print(throughput.format_table(throughput.beside_anchors(table)))
     print()
     print(throughput.expectations())
 

@@ -101,6 +101,14 @@ def beside_anchors(measured: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([measured.reindex(columns=COLUMNS).assign(source=MEASURED), ANCHORS], ignore_index=True)
 
 
+def format_table(table: pd.DataFrame) -> str:
+    """``beside_anchors``' table for a terminal: blanks for what a row does not have, each source a numbered note."""
+    notes = list(dict.fromkeys(table["source"]))
+    shown = table.map(lambda value: "" if pd.isna(value) else f"{value:,.1f}" if isinstance(value, float) else value)
+    shown["source"] = [f"[{notes.index(source) + 1}]" for source in table["source"]]
+    return "\n".join([shown.to_string(index=False), *(f"[{number}] {note}" for number, note in enumerate(notes, 1))])
+
+
 def expectations() -> str:
     """The target and which of issue 20's changes are expected to move it, as printed beside the table."""
     lines = [f"Target: {TARGET}. Expected to move it (reasoned from the sources; nothing has been measured on a card):"]

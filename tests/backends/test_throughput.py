@@ -51,6 +51,10 @@ def test_the_table_puts_this_card_s_rows_beside_tt_metal_s_published_figures():
     }
     assert all(source.startswith("tt-metal models/") for source in anchors["source"])
     assert anchors["trace + 2 CQ"].all() and set(anchors["model"]) == {"ViT-base"}
+    printed = throughput.format_table(table).splitlines()  # what the benchmark prints: sources as numbered notes
+    assert printed[1].split() == ["DeiT-base", "N150", "1", "8", "True", "1.0", "[1]"]
+    assert printed[2].split() == ["ViT-base", "N150", "1", "8", "True", "1,470.0", "1,560.0", "[2]"]
+    assert printed[8:] == [f"[{number}] {source}" for number, source in enumerate([throughput.MEASURED, *anchors["source"]], 1)]
 
 
 def test_the_loop_budget_is_tt_metal_s_rate_for_the_card_and_chip_count():
