@@ -14,8 +14,8 @@ Buffer lifetimes under a live trace. tt-metal's allocator (``Allocator::verify_s
 tt_metal/impl/allocator/allocator.cpp) requires that a buffer allocated while a trace exists is freed before the
 trace runs again: the trace's own intermediates were freed at capture, and a new allocation can land on their
 addresses (DRAM is handed out bottom-up), to be overwritten by the next replay. So nothing is allocated per batch
-here: every intermediate of the forward lives in L1 (tests/test_placement.py), and the logits are copied each
-batch into one DRAM buffer allocated before capture, with the copy compiled in the warm-up forward.
+here: every intermediate of the forward lives in L1 (tests/backends/test_mock_device.py checks it for every
+configuration of the mock matrix), and the logits are copied each batch into one DRAM buffer allocated before capture, with the copy compiled in the warm-up forward.
 On a mesh the same trace runs on every chip, each on its own images (``DeviceExecutor``).
 
 tt-metal's mock device stops early on this path: ``ttnn.wait_for_event`` segfaults, as does an op inside
