@@ -61,12 +61,6 @@ def test_first_code_cell_reads_its_settings_through_notebook_setup(path):
 # -- self-checks: every claim checked, out of the reader's way -------------------------------------------------------
 
 SELF_CHECK_TAG = "self-check"
-# Notebooks whose claim checks all live in self-check cells: no assert in a teaching cell, and every assert of a
-# self-check names the sentence of the text it guards (its message quotes it).
-CLAIMS_CHECKED_OUT_OF_THE_WAY = [
-    "01_weight_conversion", "01a_sharding_plan", "03_attention_maps", "04_imagenet_evaluation",
-    "05_distillation_through_attention",
-]
 HEADING = re.compile(r"^#{1,6} ", re.MULTILINE)
 
 
@@ -91,9 +85,19 @@ def _sections(notebook) -> list[list[tuple[int, object]]]:
     return sections
 
 
+def _syntax(cell) -> ast.Module:
+    return ast.parse("\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+
+
 def _asserts(cell) -> list[ast.Assert]:
-    source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
-    return [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Assert)]
+    return [node for node in ast.walk(_syntax(cell)) if isinstance(node, ast.Assert)]
+
+
+def _checks(cell) -> list[ast.stmt]:
+    """The cell's asserts and its hand-written `raise AssertionError(...)`: a check either way."""
+    raised = [node for node in ast.walk(_syntax(cell)) if isinstance(node, ast.Raise) and node.exc is not None
+              and "AssertionError" in ast.unparse(node.exc)]
+    return [*_asserts(cell), *raised]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -116,14 +120,16 @@ def test_each_section_has_at_most_one_self_check_after_its_text(path):
             assert not text_after, f"{path.name}: markdown cells {text_after} follow the self-check {checks[0]} of their section"
 
 
-@pytest.mark.parametrize("name", CLAIMS_CHECKED_OUT_OF_THE_WAY)
-def test_claim_checks_live_in_self_checks_and_name_their_sentence(name):
-    notebook = _load(NOTEBOOK_DIR / f"{name}.ipynb")
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_claim_checks_live_in_self_checks_and_name_their_sentence(path):
+    """Every notebook: no assert in a teaching cell, and every assert of a self-check names the sentence of the text it
+    guards (its message quotes it)."""
+    notebook = _load(path)
     checks = [cell for cell in notebook.cells if _is_self_check(cell)]
-    assert checks, f"{name} has no self-check cell"
+    assert checks, f"{path.name} has no self-check cell"
     teaching = [index for index, cell in enumerate(notebook.cells)
-                if cell.cell_type == "code" and not _is_self_check(cell) and _asserts(cell)]
-    assert not teaching, f"{name}: code cells {teaching} assert in the teaching; move the checks into their section's self-check"
+                if cell.cell_type == "code" and not _is_self_check(cell) and _checks(cell)]
+    assert not teaching, f"{path.name}: code cells {teaching} assert in the teaching; move the checks into their section's self-check"
     for cell in checks:
         unnamed = [node.lineno for node in _asserts(cell) if node.msg is None]
-        assert not unnamed, f"{name}: self-check {cell.source.splitlines()[0]!r}: asserts on lines {unnamed} name no sentence"
+        assert not unnamed, f"{path.name}: self-check {cell.source.splitlines()[0]!r}: asserts on lines {unnamed} name no sentence"
