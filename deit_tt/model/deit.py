@@ -12,7 +12,8 @@ multiple. The padded rows are not zero after the first LayerNorm (they become it
 they would leak into every real token's softmax; an additive mask hides key columns 198..223.
 
 Every op goes through ``executor.run``: the same sequence runs on a card or, through ttnn's
-golden functions, on the host (see ``deit_tt.backends.executor``).
+golden functions, on the host (see ``deit_tt.backends.executor``), and the sharding plan checks its configs
+by running it on shard descriptions (``deit_tt.sharding.walk.PlanningExecutor``).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class PlacedTensors:
         _map_tensors(self, executor.tensor_type, executor.deallocate)
 
 
-def place(parameters: DeiTParameters, plan: ShardingPlan, executor, mask_padded_tokens: bool = True) -> PlacedTensors:
+def place_tensors(parameters: DeiTParameters, plan: ShardingPlan, executor: Executor, mask_padded_tokens: bool = True) -> PlacedTensors:
     """``parameters`` placed by ``executor`` (device DRAM, or host torch) the way the forward for ``plan`` reads them."""
     heads, weight, bias = fused_classifier(parameters)
     batch, hidden, policy = plan.batch, plan.dims.hidden, parameters.policy
@@ -115,8 +116,8 @@ class TtDeiT:
     def from_parameters(
         cls, parameters: DeiTParameters, plan: ShardingPlan, executor: Executor, layer_norm_eps: float, mask_padded_tokens: bool = True
     ) -> TtDeiT:
-        """The model with ``parameters`` placed by ``executor`` (see ``place``)."""
-        return cls(place(parameters, plan, executor, mask_padded_tokens), plan, executor, layer_norm_eps)
+        """The model with ``parameters`` placed by ``executor`` (see ``place_tensors``)."""
+        return cls(place_tensors(parameters, plan, executor, mask_padded_tokens), plan, executor, layer_norm_eps)
 
     def with_executor(self, executor: Executor) -> TtDeiT:
         """The same model, its ops issued through ``executor`` (e.g. one that records them), on the same placed tensors."""

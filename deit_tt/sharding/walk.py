@@ -1,6 +1,8 @@
 """The validating walk: the op sequence of one encoder layer plus the head, with every rule applied.
 
-Each step function checks the rules of one op against the plan's configs, works out the op's output
+The sequence is not written here: the model's forward (``TtDeiT.encoder_layer`` and ``TtDeiT.head``) runs through a
+``PlanningExecutor``, whose tensors are ``Sharded`` descriptions and whose ``run`` hands each ttnn op to its step
+function. Each step function checks the rules of one op against the plan's configs, works out the op's output
 shard (as ttnn's ``compute_output_specs`` would) and estimates its per-core L1 use, which
 ``ShardingPlan.table()`` prints and ``check_l1_fits`` compares with the allocator's bank.
 """
@@ -209,34 +211,26 @@ class PlanningExecutor:
         return tensor
 
     def placed(self):
-        """Every tensor the model keeps placed, as ``Planned`` names and shapes (deit_tt.model.conversion's layout)."""
-        from deit_tt.model.conversion import DeiTParameters
+        """Every tensor the model keeps placed, as ``Planned`` names and shapes: no weights, only the plan's dims."""
+        from deit_tt.model.conversion import DeiTParameters, converted_shape
         from deit_tt.model.deit import PlacedTensors
         from deit_tt.model.policy import DtypePolicy
         from deit_tt.model.vocabulary import DISTILLED_HEADS, heads_of
 
-        dims, plan = self.plan.dims, self.plan
-        H, I, S, B = dims.hidden, dims.intermediate, dims.padded_tokens, plan.batch
-        widths = {"patch_embedding": H, "qkv": 3 * H, "attention_output": H, "ff1": I, "ff2": H}
-        inputs = {"patch_embedding": dims.patch_features, "ff2": I}
+        plan, dims = self.plan, self.plan.dims
+        H, S, B, C = dims.hidden, dims.padded_tokens, plan.batch, dims.classifier_outputs
 
-        class Parameters(dict):
+        class Converted(dict):  # every converted tensor, by the name DeiTParameters.from_named asks for
             def __missing__(self, name: str) -> Planned:
-                path, _, kind = name.rpartition(".")  # "layers.0.qkv.weight": family "qkv", kind "weight"
-                family = path.rpartition(".")[2]
-                if family not in widths:  # LayerNorm weights and biases, the tokens, the position table
-                    return Planned(name, (1, H))
-                return Planned(name, (inputs.get(family, H), widths[family]) if kind == "weight" else (1, widths[family]))
+                return Planned(name, converted_shape(name, dims))
 
         policy = DtypePolicy("plan", plan.weight_dtype, plan.weight_dtype, ttnn.bfloat16, ttnn.bfloat16, plan.activation_dtype)
-        parameters = DeiTParameters.from_named(
-            Parameters(), policy=policy, num_labels=dims.num_classes, num_layers=dims.layers, head_names=()
-        )
+        parameters = DeiTParameters.from_named(Converted(), policy=policy, num_labels=dims.num_classes, num_layers=dims.layers, head_names=())
         return PlacedTensors(
             parameters=parameters,
             heads=heads_of(dims.classifier_heads == len(DISTILLED_HEADS)),
-            classifier_weight=Planned("classifier.weight", (H, dims.classifier_outputs)),
-            classifier_bias=Planned("classifier.bias", (1, dims.classifier_outputs)),
+            classifier_weight=Planned("classifier.weight", (H, C)),
+            classifier_bias=Planned("classifier.bias", (1, C)),
             prefix_tokens=Planned("prefix_tokens", (B, 2, H)),
             padding_tokens=Planned("padding_tokens", (B, S - dims.tokens, H)),
             position_embeddings=Planned("position_embeddings", (B, S, H)),
