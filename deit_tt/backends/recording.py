@@ -199,8 +199,7 @@ def _estimates_by_config(plan) -> dict[str, int]:
     estimates: dict[str, int] = {}
     table = plan.table()
     for config, estimate in zip(table["config"], table["L1 bytes/core"]):
-        for name in config.split(" + "):
-            estimates[name] = max(estimates.get(name, 0), int(estimate))
+        estimates[config] = max(estimates.get(config, 0), int(estimate))
     return estimates
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import ttnn
+from mock_matrix import plain_checkpoint
 
 from deit_tt.backends import mock_device, runtime
 from deit_tt.checkpoints.loading import random_checkpoint
@@ -25,6 +26,7 @@ from deit_tt.errors import UserFacingError
 from deit_tt.pipeline import DeiTPipeline
 from deit_tt.model.policy import get_policy
 from deit_tt.sharding import ALL_RULES
+from deit_tt.sharding.walk import walk
 from deit_tt.model.vocabulary import ALL_STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -212,10 +214,6 @@ def test_closing_a_pipeline_frees_its_device_tensors_before_the_device(mock_n150
 def test_plan_walk_and_dry_run_agree_op_by_op(mock_n150, distilled):
     """The walk (the forward through the planning executor) issues the dry run's ops, configs and output placements
     for every encoder layer and the head; a plain checkpoint's one head included."""
-    from mock_matrix import plain_checkpoint
-
-    from deit_tt.sharding.walk import walk
-
     checkpoint = random_checkpoint("tiny") if distilled else plain_checkpoint("tiny")
     pipeline = DeiTPipeline(checkpoint, mock_n150, get_policy("bf8"), 2)
     try:
