@@ -57,7 +57,7 @@ class DeiTPipeline:
         self.plan = plan_for(checkpoint.config, policy, batch_size, runtime, len(heads_of(checkpoint.distilled)))
         executor = HostExecutor(numerics=numerics) if runtime.device is None else DeviceExecutor(runtime.device)
         self.numerics = getattr(executor, "numerics", None)
-        self.model = TtDeiT(
+        self.model = TtDeiT.from_parameters(
             self.parameters,
             self.plan,
             executor,

@@ -101,7 +101,7 @@ def plan_variant_pcc(pipeline, plan, pixels: torch.Tensor | None = None) -> pd.D
     eps = pipeline.checkpoint.config.layer_norm_eps
     reports = {}
     for name, variant in (("plan", pipeline.plan), ("variant", plan)):
-        model = TtDeiT(pipeline.parameters, variant, HostExecutor(numerics="tensix"), eps)
+        model = TtDeiT.from_parameters(pipeline.parameters, variant, HostExecutor(numerics="tensix"), eps)
         report, _ = compare_in_lockstep(model, pipeline.checkpoint.model, pixels)
         reports[name] = report.set_index(["layer", "stage"])["pcc"]
     table = pd.DataFrame(reports).reset_index()

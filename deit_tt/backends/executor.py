@@ -1,4 +1,4 @@
-"""Two executors for one op sequence.
+"""The executor protocol, and the two executors that run the op sequence on a card and on the host.
 
 The model issues every ttnn op through ``executor.run(op, *args, **kwargs)`` with the arguments the
 device needs (program configs, memory configs, output dtypes). ``DeviceExecutor`` calls the op.
@@ -23,6 +23,7 @@ given, see ``deit_tt.backends.tensix_numerics``).
 from __future__ import annotations
 
 import contextlib
+from typing import Protocol, runtime_checkable
 
 import torch
 import ttnn
@@ -39,6 +40,31 @@ _PLACEMENT_OPS = {
     ttnn.interleaved_to_sharded,
     ttnn.sharded_to_interleaved,
 }
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """What ``TtDeiT`` issues everything through. Besides ``DeviceExecutor`` and ``HostExecutor``: the dry run's
+    ``RecordingExecutor``, ``CallRecorder`` (deit_tt.backends.op_calls), ``OpCounter`` (deit_tt.backends.tracing) and
+    the sharding walk's ``PlanningExecutor`` (deit_tt.sharding.walk), which issues nothing."""
+
+    tensor_type: type  # what this executor's tensors are (``release`` frees every one)
+    data_parallel: int  # chips running the plan side by side, each on its own images
+
+    def run(self, op, *args, **kwargs):
+        """Issue ttnn ``op`` with the arguments a device takes (program, memory and compute configs, dtype)."""
+
+    def from_torch(self, tensor: torch.Tensor, *, dtype, layout, memory_config=None, batch_sharded: bool = False):
+        """A host tensor placed for the ops (split over a mesh along dim 0 when ``batch_sharded``)."""
+
+    def parameter(self, tensor: ttnn.Tensor):
+        """A converted host parameter placed where the ops read weights."""
+
+    def to_torch(self, tensor) -> torch.Tensor:
+        """A tensor read back to the host, float32."""
+
+    def deallocate(self, tensor) -> None:
+        """Free a tensor the forward no longer needs."""
 
 
 class DeviceExecutor:

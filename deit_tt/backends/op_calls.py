@@ -1,6 +1,6 @@
 """The ttnn calls of one encoder layer, exactly as ``TtDeiT.encoder_layer`` issues them.
 
-``encoder_layer_calls`` runs one layer of a built model through a ``CallRecorder``: every
+``encoder_layer_calls`` runs one layer of a built model with a ``CallRecorder`` as its executor: every
 ``executor.run(op, *args, **kwargs)`` goes to the model's own executor unchanged and is kept as an
 :class:`OpCall` (the op, its arguments, its output). Nothing here knows the op sequence; it is
 whatever ``deit_tt.model.deit`` does. A recorded call can be issued again with the same arguments
@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 import ttnn
 
-from deit_tt.backends.recording import op_name, plan_config_names
+from deit_tt.sharding.dims import op_name
 
 
 @dataclass
@@ -38,7 +38,7 @@ class OpCall:
 
 
 class CallRecorder:
-    """Wraps an executor; ``run`` records each call (see the module docstring), everything else is the executor's."""
+    """Wraps an executor; ``run`` records each call (see the module docstring), the rest is the executor's."""
 
     def __init__(self, executor):
         self.executor = executor
@@ -49,8 +49,25 @@ class CallRecorder:
         self.calls.append(OpCall(len(self.calls), op, args, dict(kwargs), output))
         return output
 
-    def __getattr__(self, name):
-        return getattr(self.executor, name)
+    @property
+    def tensor_type(self):
+        return self.executor.tensor_type
+
+    @property
+    def data_parallel(self) -> int:
+        return self.executor.data_parallel
+
+    def from_torch(self, tensor, **kwargs):
+        return self.executor.from_torch(tensor, **kwargs)
+
+    def parameter(self, tensor):
+        return self.executor.parameter(tensor)
+
+    def to_torch(self, tensor):
+        return self.executor.to_torch(tensor)
+
+    def deallocate(self, tensor) -> None:
+        self.executor.deallocate(tensor)
 
 
 def encoder_layer_calls(model, hidden, index: int = 0) -> list[OpCall]:
@@ -62,18 +79,14 @@ def encoder_layer_calls(model, hidden, index: int = 0) -> list[OpCall]:
     if not 0 <= index < len(model.params.layers):
         raise ValueError(f"layer {index} does not exist; the model has {len(model.params.layers)} encoder layers")
     recorder = CallRecorder(model.executor)
-    executor, model.executor = model.executor, recorder
-    try:
-        model.encoder_layer(hidden, model.params.layers[index])
-    finally:
-        model.executor = executor
+    model.with_executor(recorder).encoder_layer(hidden, model.params.layers[index])
     return recorder.calls
 
 
 def calls_table(calls: list[OpCall], plan) -> pd.DataFrame:
     """One row per call: #, op, the tensors it takes (shape and dtype), the plan objects among its arguments by
     name, its other arguments, and its output."""
-    names = plan_config_names(plan)
+    names = plan.config_names()
     rows = []
     for call in calls:
         tensors, configs, others = [], [], []
@@ -101,7 +114,7 @@ def calls_table(calls: list[OpCall], plan) -> pd.DataFrame:
 
 def plan_objects(calls: list[OpCall], plan) -> dict[str, object]:
     """The plan's config objects the calls take, by attribute name, in the order they are first used."""
-    names = plan_config_names(plan)
+    names = plan.config_names()
     used: dict[str, object] = {}
     for call in calls:
         for value in (*call.args, *call.kwargs.values()):

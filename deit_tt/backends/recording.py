@@ -28,6 +28,7 @@ import torch
 import ttnn
 
 from deit_tt.backends.executor import DeviceExecutor
+from deit_tt.sharding.dims import op_name
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class RecordingExecutor(DeviceExecutor):
     def __init__(self, device, plan):
         super().__init__(device)
         self.records: list[OpRecord] = []
-        self._config_names = plan_config_names(plan)
+        self.plan = plan
 
     def run(self, op, *args, **kwargs):
         before = ttnn.get_memory_view(self.device, ttnn.BufferType.L1).total_bytes_allocated_per_bank
@@ -69,7 +70,7 @@ class RecordingExecutor(DeviceExecutor):
             OpRecord(
                 index=len(self.records),
                 op=op_name(op),
-                config=self._config_of(args, kwargs),
+                config=self.plan.config_of(args, kwargs),
                 inputs=tuple(describe_placement(t) for t in _tensors(args, kwargs)),
                 output=", ".join(unique_outputs),
                 l1_allocated=view.total_bytes_allocated_per_bank,
@@ -81,15 +82,6 @@ class RecordingExecutor(DeviceExecutor):
             )
         )
         return output
-
-    def _config_of(self, args, kwargs) -> str:
-        """The plan attribute among the op's arguments: a program config first, else a memory config."""
-        candidates = [kwargs.get("program_config"), *args[1:], kwargs.get("memory_config")]
-        for candidate in candidates:
-            name = self._config_names.get(id(candidate))
-            if name is not None:
-                return name
-        return ""
 
 
 def op_l1_usage(op, args, kwargs):
@@ -185,15 +177,10 @@ def graph_report(pipeline, directory: Path) -> Path:
 
 def dry_run(pipeline) -> list[OpRecord]:
     """One forward of ``pipeline``'s model on its (mock) device with a recording executor; returns the records."""
-    model = pipeline.model
     recorder = RecordingExecutor(pipeline.runtime.device, pipeline.plan)
-    executor, model.executor = model.executor, recorder
-    try:
-        dims = pipeline.plan.dims
-        with ttnn.manage_config("enable_fast_runtime_mode", False):  # graph capture records per-op detail only without it
-            model(torch.zeros(model.images_per_forward, 3, dims.image_size, dims.image_size))
-    finally:
-        model.executor = executor
+    model, dims = pipeline.model.with_executor(recorder), pipeline.plan.dims
+    with ttnn.manage_config("enable_fast_runtime_mode", False):  # graph capture records per-op detail only without it
+        model(torch.zeros(model.images_per_forward, 3, dims.image_size, dims.image_size))
     return recorder.records
 
 
@@ -207,19 +194,12 @@ def graph_peak(records: list[OpRecord]) -> OpRecord:
     return max(records, key=lambda record: (record.l1_peak, -record.index))
 
 
-def plan_config_names(plan) -> dict[int, str]:
-    """id() of every config and memory config object of the plan -> its attribute name."""
-    named = {**plan.memory_configs(), **plan.configs()}
-    return {id(config): name for name, config in named.items()}
-
-
 def _estimates_by_config(plan) -> dict[str, int]:
     """The plan's per-core L1 estimate for each config name (the largest where several ops share one)."""
     estimates: dict[str, int] = {}
     table = plan.table()
     for config, estimate in zip(table["config"], table["L1 bytes/core"]):
-        for name in config.split(" + "):
-            estimates[name] = max(estimates.get(name, 0), int(estimate))
+        estimates[config] = max(estimates.get(config, 0), int(estimate))
     return estimates
 
 
@@ -228,10 +208,6 @@ def _tensors(args, kwargs):
         for item in value if isinstance(value, (list, tuple)) else (value,):
             if isinstance(item, ttnn.Tensor):
                 yield item
-
-
-def op_name(op) -> str:
-    return getattr(op, "python_fully_qualified_name", None) or getattr(op, "__name__", str(op))
 
 
 def _name(enum_value) -> str:

@@ -72,6 +72,7 @@ class OpCounter:
     """An executor that issues nothing and counts the ops a forward would issue (tensors are placeholders)."""
 
     data_parallel = 1
+    tensor_type = object
 
     def __init__(self):
         self.ops = 0
@@ -86,6 +87,9 @@ class OpCounter:
     def parameter(self, tensor):
         return object()
 
+    def to_torch(self, tensor):
+        raise TypeError("OpCounter issues nothing: there are no values to read back")
+
     def deallocate(self, tensor) -> None:
         pass
 
@@ -95,7 +99,7 @@ def forward_ops(parameters, plan, layer_norm_eps: float, mask_padded_tokens: boo
     from deit_tt.model.deit import TtDeiT
 
     counter = OpCounter()
-    TtDeiT(parameters, plan, counter, layer_norm_eps, mask_padded_tokens).forward(object())
+    TtDeiT.from_parameters(parameters, plan, counter, layer_norm_eps, mask_padded_tokens).forward(object())
     return counter.ops
 
 

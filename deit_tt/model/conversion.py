@@ -51,7 +51,7 @@ from deit_tt.analysis.pcc import pcc
 from deit_tt.model.policy import DtypePolicy, get_policy
 from deit_tt.backends.runtime import prepare_host
 from deit_tt.model.vocabulary import HEADS_BY_NAME, Head, heads_of
-from deit_tt.sharding import CLASS_PAD_MULTIPLE, TILE, round_up
+from deit_tt.sharding import CLASS_PAD_MULTIPLE, TILE, ModelDims, round_up
 
 # Bump whenever the tensor layout produced here changes (names, shapes, ordering, padding):
 # it is part of the conversion cache key, so old cache entries are never reused for a new layout.
@@ -225,6 +225,27 @@ def padded_sequence_length(config) -> int:
 
 def head_names(checkpoint) -> tuple[str, ...]:
     return tuple(head.name for head in heads_of(checkpoint.distilled))
+
+
+def converted_shape(name: str, dims: ModelDims) -> tuple[int, ...]:
+    """The shape this module gives tensor ``name`` (as ``DeiTParameters.named_tensors`` names it), from the model's dims
+    alone: linear weights [in, out] and biases [1, out], LayerNorm parameters [1, H], each token [1, 1, H], the position
+    table [1, padded tokens, H]. tests/test_conversion.py checks it against every tensor of a conversion."""
+    H = dims.hidden
+    if name in ("cls_token", "distillation_token"):
+        return (1, 1, H)
+    if name == "position_embeddings":
+        return (1, dims.padded_tokens, H)
+    *path, family, kind = name.split(".")  # "layers.3.ff1.weight", "heads.cls_classifier.bias", "layernorm.weight"
+    linears = {
+        "patch_embedding": (dims.patch_features, H),
+        "qkv": (H, 3 * H),
+        "attention_output": (H, H),
+        "ff1": (H, dims.intermediate),
+        "ff2": (dims.intermediate, H),
+    }
+    inputs, outputs = linears.get(family, (H, dims.classes_padded) if path == ["heads"] else (None, H))
+    return (inputs, outputs) if kind == "weight" and inputs else (1, outputs)
 
 
 def fused_classifier(parameters: DeiTParameters) -> tuple[tuple[Head, ...], ttnn.Tensor, ttnn.Tensor]:

@@ -12,7 +12,8 @@ multiple. The padded rows are not zero after the first LayerNorm (they become it
 they would leak into every real token's softmax; an additive mask hides key columns 198..223.
 
 Every op goes through ``executor.run``: the same sequence runs on a card or, through ttnn's
-golden functions, on the host (see ``deit_tt.backends.executor``).
+golden functions, on the host (see ``deit_tt.backends.executor``), and the sharding plan checks its configs
+by running it on shard descriptions (``deit_tt.sharding.walk.PlanningExecutor``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from dataclasses import dataclass, field
 import torch
 import ttnn
 
+from deit_tt.backends.executor import Executor
 from deit_tt.model.conversion import DeiTParameters, deinterleave_qkv, fold_pixels, fused_classifier
-from deit_tt.model.vocabulary import ALL_STAGES, DISTILLATION_HEAD, EMBEDDINGS, FINAL_LAYERNORM, layer_stage
+from deit_tt.model.vocabulary import ALL_STAGES, DISTILLATION_HEAD, EMBEDDINGS, FINAL_LAYERNORM, Head, layer_stage
 from deit_tt.sharding import TILE, ShardingPlan, attention_mask
 
 # Receives a stage as it is computed: (name, host tensor), as ``TtDeiTOutput.stages`` would hold it.
@@ -45,57 +47,81 @@ class TtDeiTOutput:
     stages: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+@dataclass
+class PlacedTensors:
+    """Every tensor a ``TtDeiT`` keeps where its executor placed it, from one forward to the next."""
+
+    parameters: DeiTParameters  # every converted tensor but the heads' (those are fused below)
+    heads: tuple[Head, ...]  # the heads the classifier matmul computes, in the order of its columns
+    classifier_weight: object  # [H, heads x padded classes]: every head's weights side by side
+    classifier_bias: object
+    prefix_tokens: object  # [B, 2, H]: the CLS and distillation tokens of every image, row major
+    padding_tokens: object  # [B, padded tokens - tokens, H] zeros, row major
+    position_embeddings: object  # [B, padded tokens, H]
+    mask: object | None  # the additive key-padding mask, None when padded keys are not masked
+
+    def release(self, executor) -> None:
+        """Deallocate every tensor (on a device: its DRAM and L1 buffers)."""
+        _map_tensors(self, executor.tensor_type, executor.deallocate)
+
+
+def place_tensors(parameters: DeiTParameters, plan: ShardingPlan, executor: Executor, mask_padded_tokens: bool = True) -> PlacedTensors:
+    """``parameters`` placed by ``executor`` (device DRAM, or host torch) the way the forward for ``plan`` reads them."""
+    heads, weight, bias = fused_classifier(parameters)
+    batch, hidden, policy = plan.batch, plan.dims.hidden, parameters.policy
+    tokens = torch.cat([ttnn.to_torch(parameters.cls_token).float(), ttnn.to_torch(parameters.distillation_token).float()], dim=1)
+    padding = torch.zeros(batch, plan.dims.padded_tokens - plan.dims.tokens, hidden)
+    mask = attention_mask(plan, torch.bfloat16)
+    return PlacedTensors(
+        parameters=_place(dataclasses.replace(parameters, heads={}), executor),
+        heads=heads,
+        classifier_weight=executor.parameter(weight),
+        classifier_bias=executor.parameter(bias),
+        prefix_tokens=executor.from_torch(tokens.expand(batch, 2, hidden), dtype=policy.embeddings, layout=ttnn.ROW_MAJOR_LAYOUT),
+        padding_tokens=executor.from_torch(padding, dtype=policy.embeddings, layout=ttnn.ROW_MAJOR_LAYOUT),
+        position_embeddings=executor.from_torch(
+            ttnn.to_torch(parameters.position_embeddings).float().expand(batch, -1, -1), dtype=policy.embeddings, layout=ttnn.TILE_LAYOUT
+        ),
+        mask=executor.from_torch(
+            mask, dtype=ttnn.bfloat16, layout=plan.attention_mask_layout, memory_config=plan.attention_mask_memory_config
+        )
+        if mask_padded_tokens
+        else None,
+    )
+
+
 class TtDeiT:
-    """DeiT for one fixed batch size, bound to one executor and one sharding plan.
+    """DeiT for one fixed batch size: tensors placed by an executor, the forward of one sharding plan, run through
+    that executor (or, ``with_executor``, another one on the same tensors).
 
     The plan is per chip; on a mesh of N chips (``executor.data_parallel``) a forward takes N x plan.batch images.
     """
 
-    def __init__(
-        self,
-        parameters: DeiTParameters,
-        plan: ShardingPlan,
-        executor,
-        layer_norm_eps: float,
-        mask_padded_tokens: bool = True,
-    ):
+    def __init__(self, placed: PlacedTensors, plan: ShardingPlan, executor: Executor, layer_norm_eps: float):
+        self.placed = placed
         self.plan = plan
         self.layer_norm_eps = layer_norm_eps
         self.dims = plan.dims
         self.executor = executor
-        self.policy = parameters.policy
-        self.num_labels = parameters.num_labels
-        self.mask_padded_tokens = mask_padded_tokens
-        self.heads, weight, bias = fused_classifier(parameters)
-        self.params = _place(dataclasses.replace(parameters, heads={}), executor)
-        self.classifier_weight, self.classifier_bias = executor.parameter(weight), executor.parameter(bias)
+        self.params = placed.parameters
+        self.policy = placed.parameters.policy
+        self.num_labels = placed.parameters.num_labels
+        self.heads = placed.heads
+        self.classifier_weight, self.classifier_bias = placed.classifier_weight, placed.classifier_bias
+        self.prefix_tokens, self.padding_tokens = placed.prefix_tokens, placed.padding_tokens
+        self.position_embeddings, self.mask = placed.position_embeddings, placed.mask
         self.images_per_forward = plan.batch * executor.data_parallel
-        batch, hidden = plan.batch, self.dims.hidden
-        tokens = torch.cat(
-            [ttnn.to_torch(parameters.cls_token).float(), ttnn.to_torch(parameters.distillation_token).float()], dim=1
-        )
-        self.prefix_tokens = executor.from_torch(
-            tokens.expand(batch, 2, hidden), dtype=self.policy.embeddings, layout=ttnn.ROW_MAJOR_LAYOUT
-        )
-        padding_rows = self.dims.padded_tokens - self.dims.tokens
-        self.padding_tokens = executor.from_torch(
-            torch.zeros(batch, padding_rows, hidden), dtype=self.policy.embeddings, layout=ttnn.ROW_MAJOR_LAYOUT
-        )
-        self.position_embeddings = executor.from_torch(
-            ttnn.to_torch(parameters.position_embeddings).float().expand(batch, -1, -1),
-            dtype=self.policy.embeddings,
-            layout=ttnn.TILE_LAYOUT,
-        )
-        self.mask = (
-            executor.from_torch(
-                attention_mask(plan, torch.bfloat16),
-                dtype=ttnn.bfloat16,
-                layout=plan.attention_mask_layout,
-                memory_config=plan.attention_mask_memory_config,
-            )
-            if mask_padded_tokens
-            else None
-        )
+
+    @classmethod
+    def from_parameters(
+        cls, parameters: DeiTParameters, plan: ShardingPlan, executor: Executor, layer_norm_eps: float, mask_padded_tokens: bool = True
+    ) -> TtDeiT:
+        """The model with ``parameters`` placed by ``executor`` (see ``place_tensors``)."""
+        return cls(place_tensors(parameters, plan, executor, mask_padded_tokens), plan, executor, layer_norm_eps)
+
+    def with_executor(self, executor: Executor) -> TtDeiT:
+        """The same model, its ops issued through ``executor`` (e.g. one that records them), on the same placed tensors."""
+        return TtDeiT(self.placed, self.plan, executor, self.layer_norm_eps)
 
     def __call__(
         self, pixel_values: torch.Tensor, stages: Collection[str] = (), on_stage: StageCallback | None = None
@@ -132,7 +158,7 @@ class TtDeiT:
         hidden = stage(EMBEDDINGS, self.embeddings(pixels))
         for index, layer in enumerate(self.params.layers):
             hidden = self.encoder_layer(hidden, layer, functools.partial(_layer_stage, stage, index))
-        return self.classifier(stage(FINAL_LAYERNORM, self._layer_norm(hidden, self.params.layernorm_weight, self.params.layernorm_bias)))
+        return self.head(hidden, stage)
 
     # -- embeddings -------------------------------------------------------------------------------
 
@@ -277,6 +303,11 @@ class TtDeiT:
 
     # -- heads ------------------------------------------------------------------------------------
 
+    def head(self, hidden, stage=None):
+        """The final LayerNorm, then the classifier: padded logits (consumes ``hidden``'s LayerNorm output)."""
+        stage = stage or _unrecorded
+        return self.classifier(stage(FINAL_LAYERNORM, self._layer_norm(hidden, self.params.layernorm_weight, self.params.layernorm_bias)))
+
     def classifier(self, normed):
         """Every head as one matmul (weights side by side) on the first tile row of each image, which holds the
         tokens the heads read: padded logits [B x 32, heads x padded classes] (consumes ``normed``)."""
@@ -300,9 +331,7 @@ class TtDeiT:
 
     def release(self) -> None:
         """Deallocate every tensor the model placed (on a device: its DRAM and L1 buffers). The model is unusable after."""
-        resident = [self.params, self.classifier_weight, self.classifier_bias, self.prefix_tokens, self.padding_tokens,
-                    self.position_embeddings, self.mask]
-        _map_tensors(resident, self.executor.tensor_type, self.executor.deallocate)
+        self.placed.release(self.executor)
 
     # -- stages read back ---------------------------------------------------------------------------
 

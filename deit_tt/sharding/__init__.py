@@ -18,8 +18,9 @@ shard width, ...) and each subblock is the widest one that fits the destination 
 (``get_dest_reg_count``: 16 tiles, halved without full sync, halved again with fp32 accumulation).
 
 Every invariant the ttnn C++ validators enforce (reference §2.1-§2.7) is a small named rule function;
-``ShardingPlan.validate()`` walks the op sequence of one encoder layer plus the head and runs all of
-them, raising :class:`ShardingRuleError` with the rule, the op and the numbers.
+``ShardingPlan.validate()`` walks the op sequence of one encoder layer plus the head (the model's own forward, run
+through an executor that issues nothing) and runs all of them, raising :class:`ShardingRuleError` with the rule, the
+op and the numbers.
 
 Modules: ``dims`` (tile constants, :class:`ModelDims`), ``rules`` (rule names, sources and ``check_*``
 functions), ``walk`` (the validating op walk and its L1 estimate), ``plan`` (:class:`ShardingPlan`,

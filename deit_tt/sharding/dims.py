@@ -168,6 +168,11 @@ def fmt_shard(shard: tuple[int, int]) -> str:
     return f"{shard[0]}x{shard[1]}"
 
 
+def op_name(op) -> str:
+    """``ttnn.linear``: a ttnn op's full name, as ttnn's reports print it."""
+    return getattr(op, "python_fully_qualified_name", None) or getattr(op, "__name__", str(op))
+
+
 def layout_name(layout) -> str:
     return enum_name(layout)
 

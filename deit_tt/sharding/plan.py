@@ -254,6 +254,20 @@ class ShardingPlan:
             )
         }
 
+    def config_names(self) -> dict[int, str]:
+        """id() of every config and memory config object of the plan -> its attribute name."""
+        named = {**self.memory_configs(), **self.configs()}
+        return {id(config): name for name, config in named.items()}
+
+    def config_of(self, args, kwargs) -> str:
+        """The plan attribute an op call is configured with: its program config, else a plan object among its other
+        positional arguments, else its memory config ("" when it takes none)."""
+        names = self.config_names()
+        for candidate in (kwargs.get("program_config"), *args[1:], kwargs.get("memory_config")):
+            if id(candidate) in names:
+                return names[id(candidate)]
+        return ""
+
     def summary(self) -> str:
         e, a, c = self.encoder_grid, self.attention_grid, self.classifier_grid
         return (

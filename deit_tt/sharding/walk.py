@@ -1,19 +1,22 @@
 """The validating walk: the op sequence of one encoder layer plus the head, with every rule applied.
 
-Each step function checks the rules of one op against the plan's configs, works out the op's output
+The sequence is not written here: the model's forward (``TtDeiT.encoder_layer`` and ``TtDeiT.head``) runs through a
+``PlanningExecutor``, whose tensors are ``Sharded`` descriptions and whose ``run`` hands each ttnn op to its step
+function. Each step function checks the rules of one op against the plan's configs, works out the op's output
 shard (as ttnn's ``compute_output_specs`` would) and estimates its per-core L1 use, which
 ``ShardingPlan.table()`` prints and ``check_l1_fits`` compares with the allocator's bank.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import ttnn
 
-from deit_tt.sharding.dims import BLOCK, HEIGHT, ROW_MAJOR, TILE, compute_config_dest_tiles, fmt_grid, grid_of, tile_bytes
+from deit_tt.sharding.dims import BLOCK, HEIGHT, ROW_MAJOR, TILE, compute_config_dest_tiles, fmt_grid, grid_of, op_name, tile_bytes
 from deit_tt.sharding.rules import (
     RULE_CONCAT_HEADS,
     RULE_LAYERNORM,
@@ -61,7 +64,8 @@ ACTIVATION_DTYPES = (ttnn.float32, ttnn.bfloat16, ttnn.bfloat8_b)
 
 @dataclass(frozen=True)
 class Sharded:
-    """A sharded tensor as the walk models it (2-D view: rows = everything but the last dim)."""
+    """A sharded tensor as the walk models it: its shard on a 2-D view (rows = everything but the last dim), and
+    its logical shape (2-D for the encoder's activations [B x S, H], 4-D for the heads [B, heads, rows, columns])."""
 
     name: str
     layout: object
@@ -69,6 +73,7 @@ class Sharded:
     shard: tuple[int, int]
     dtype: object
     orientation: object = ROW_MAJOR
+    shape: tuple[int, ...] = ()
 
     @property
     def shard_tiles(self) -> int:
@@ -90,6 +95,7 @@ class Step:
     out: Sharded | None
     inputs: list
     l1: dict  # component -> bytes per core
+    call: str = ""  # the ttnn op the forward issued (``ttnn.linear``), as the dry run records it
 
     @property
     def l1_total(self) -> int:
@@ -111,48 +117,137 @@ def from_memory_config(name: str, memory_config: ttnn.MemoryConfig, dtype) -> Sh
 
 
 def walk(plan: ShardingPlan) -> list[Step]:
-    """The op sequence of one encoder layer + head, with every rule applied; returns the steps for ``table()``."""
-    dims, act = plan.dims, plan.activation_dtype
-    check_model_dims("model", dims)
-    check_dtype("activations", act, ACTIVATION_DTYPES)
-    S, H = dims.padded_tokens, dims.hidden
-    St, Ht, It, Ct = S // TILE, H // TILE, dims.intermediate // TILE, dims.classifier_outputs // TILE
-    hst = dims.head_size // TILE
+    """The op sequence of one encoder layer + head, with every rule applied; returns the steps for ``table()``.
 
-    # The encoder activation [B*S, H], block sharded on the encoder grid.
-    hidden = _planned_block_shard(plan, "encoder_memory_config", "encoder", plan.encoder_grid, H)
-    steps = [_layernorm_step(plan, "layernorm_before", hidden)]
-    qkv = _mcast_step(plan, "qkv", "qkv", plan.qkv, steps[-1].out, Ht, 3 * Ht, "qkv output")
-    steps.append(qkv)
+    The sequence is the model's own: ``TtDeiT.encoder_layer`` and ``TtDeiT.head`` run through a ``PlanningExecutor``
+    on the layer's input as the embeddings leave it (on ``encoder_memory_config``)."""
+    from deit_tt.model.deit import TtDeiT  # deferred: the model imports the plan
 
-    # Attention: QKV resharded onto the attention grid, heads height sharded, the context back on the encoder grid.
-    qkv_att = _planned_block_shard(plan, "qkv_attention_memory_config", "attention", plan.attention_grid, 3 * H)
-    steps.append(_reshard_step(plan, "reshard_qkv", qkv.out, qkv_att))
-    split, query, key_t, value = _split_heads_step(plan, qkv_att)
-    steps.append(split)
-    scores = _reuse_step(plan, "query_by_key", plan.query_by_key, query, key_t, St, hst, St, "scores")
-    steps.append(scores)
-    steps.append(_softmax_step(plan, scores.out))
-    context_heads = _reuse_step(plan, "attention_by_value", plan.attention_by_value, scores.out, value, St, St, hst, "context heads")
-    steps.append(context_heads)
-    context = _concat_heads_step(plan, context_heads.out)
-    steps.append(context)
-    steps.append(_reshard_step(plan, "reshard_context", context.out, hidden))
+    check_model_dims("model", plan.dims)
+    check_dtype("activations", plan.activation_dtype, ACTIVATION_DTYPES)
+    executor = PlanningExecutor(plan)
+    model = TtDeiT(executor.placed(), plan, executor, layer_norm_eps=0.0)  # nothing is computed: any epsilon will do
+    hidden = _planned_block_shard(plan, "encoder_memory_config", "encoder", plan.encoder_grid, plan.dims.hidden)
+    model.head(model.encoder_layer(hidden, model.params.layers[0], executor.stage), executor.stage)
+    return executor.steps
 
-    # Self output + residual, LayerNorm, FF1 (GELU fused), FF2 + residual.
-    self_out = _mcast_step(plan, "self_output", "self_output", plan.self_output, hidden, Ht, Ht, "self output")
-    steps += [self_out, _add_step(plan, "residual_add_attention", self_out.out, hidden)]
-    ln2 = _layernorm_step(plan, "layernorm_after", hidden)
-    ff1 = _mcast_step(plan, "ff1", "ff1", plan.ff1, ln2.out, Ht, It, "ff1 output", fused_gelu=True)
-    ff2 = _mcast_step(plan, "ff2", "ff2", plan.ff2, ff1.out, It, Ht, "ff2 output", fused_gelu=False)
-    steps += [ln2, ff1, ff2, _add_step(plan, "residual_add_mlp", ff2.out, hidden)]
 
-    # Head: final LayerNorm, each image's first tile row sliced onto the classifier grid, every head in one linear.
-    final_ln = _layernorm_step(plan, "final_layernorm", hidden)
-    prefix = _planned_block_shard(plan, "classifier_memory_config", "classifier", plan.classifier_grid, H, rows=plan.batch * TILE)
-    steps += [final_ln, _reshard_step(plan, "slice_prefix_tokens", final_ln.out, prefix)]
-    steps.append(_mcast_step(plan, "classifier", "classifier", plan.classifier, prefix, Ht, Ct, "logits", fused_gelu=False, Mt=plan.batch))
-    return steps
+@dataclass(frozen=True)
+class Planned:
+    """A parameter as the planning executor places it: its converted tensor's name and shape, no values."""
+
+    name: str
+    shape: tuple[int, ...]
+
+
+# The memory configs a data movement (to_memory_config, slice) moves a tensor to: its step's name, and the grid
+# that config must shard it on.
+_MOVES = {
+    "qkv_attention_memory_config": ("reshard_qkv", "attention"),
+    "encoder_memory_config": ("reshard_context", "encoder"),
+    "classifier_memory_config": ("slice_prefix_tokens", "classifier"),
+}
+# The linear whose program config fuses DeiT's activation (hidden_act "gelu"): the MLP's first.
+_GELU_LINEAR = "ff1"
+
+
+class PlanningExecutor:
+    """An executor that issues nothing: its tensors are ``Sharded`` descriptions, and each op the model runs is
+    checked against the plan's rules by the step function for that ttnn op, which works out the op's output.
+
+    A step is named after the plan's program config the op is given (``qkv``, ``softmax``, ...), a LayerNorm after
+    its weights (``layernorm_before``), a data movement after where it moves the tensor (``_MOVES``); any other op
+    (the residual adds) after the stage the forward names its output (``attention_residual``, ``output``)."""
+
+    tensor_type = (Sharded, Planned)
+    data_parallel = 1
+
+    def __init__(self, plan: ShardingPlan):
+        self.plan = plan
+        self.steps: list[Step] = []
+
+    def run(self, op, *args, **kwargs):
+        plan = self.plan
+        if op is ttnn.layer_norm:
+            step = _layernorm_step(plan, kwargs["weight"].name.split(".")[-2], args[0])
+        elif op is ttnn.linear:
+            x, weight = args[:2]
+            name = plan.config_of(args, kwargs)
+            Mt, Kt, Nt = x.shape[0] // TILE, x.shape[1] // TILE, weight.shape[1] // TILE
+            step = _mcast_step(plan, name, name, kwargs["program_config"], x, Kt, Nt, f"{name} output", name == _GELU_LINEAR, Mt)
+        elif op is ttnn.matmul:
+            a, b = args[:2]
+            name = plan.config_of(args, kwargs)
+            Mt, Kt, Nt = a.shape[-2] // TILE, a.shape[-1] // TILE, b.shape[-1] // TILE
+            step = _reuse_step(plan, name, kwargs["program_config"], a, b, Mt, Kt, Nt, f"{name} output")
+        elif op is ttnn.transformer.split_query_key_value_and_split_heads:
+            step, *heads = _split_heads_step(plan, args[0])
+            return self._record(op, step, tuple(heads))
+        elif op is ttnn.scale_mask_softmax_in_place:
+            step = _softmax_step(plan, args[0])
+        elif op is ttnn.transformer.concatenate_heads:
+            step = _concat_heads_step(plan, args[0])
+        elif op in (ttnn.to_memory_config, ttnn.slice):
+            x, config = args[0], plan.config_of(args, kwargs)
+            name, grid = _MOVES[config]
+            rows = x.shape[0] if op is ttnn.to_memory_config else math.prod(args[2][:-1])  # slice: up to [B, rows, H]
+            target = _planned_block_shard(plan, config, grid, getattr(plan, f"{grid}_grid"), x.shape[1], rows)
+            step = _reshard_step(plan, name, x, target)
+        elif op is ttnn.add:
+            step = _add_step(plan, "add", *args[:2])
+        else:
+            raise NotImplementedError(f"the sharding walk has no rules for {op_name(op)}")
+        return self._record(op, step, step.out)
+
+    def _record(self, op, step: Step, output):
+        self.steps.append(dataclasses.replace(step, call=op_name(op)))
+        return output
+
+    def stage(self, name: str, tensor):
+        """The forward's stage hook: an op still named after its ttnn op takes the name of the stage it computes."""
+        step = self.steps[-1]
+        if step.out is tensor and step.op == step.call.rpartition(".")[2]:
+            step.op = name
+        return tensor
+
+    def placed(self):
+        """Every tensor the model keeps placed, as ``Planned`` names and shapes: no weights, only the plan's dims."""
+        from deit_tt.model.conversion import DeiTParameters, converted_shape
+        from deit_tt.model.deit import PlacedTensors
+        from deit_tt.model.policy import DtypePolicy
+        from deit_tt.model.vocabulary import DISTILLED_HEADS, heads_of
+
+        plan, dims = self.plan, self.plan.dims
+        H, S, B, C = dims.hidden, dims.padded_tokens, plan.batch, dims.classifier_outputs
+
+        class Converted(dict):  # every converted tensor, by the name DeiTParameters.from_named asks for
+            def __missing__(self, name: str) -> Planned:
+                return Planned(name, converted_shape(name, dims))
+
+        policy = DtypePolicy("plan", plan.weight_dtype, plan.weight_dtype, ttnn.bfloat16, ttnn.bfloat16, plan.activation_dtype)
+        parameters = DeiTParameters.from_named(Converted(), policy=policy, num_labels=dims.num_classes, num_layers=dims.layers, head_names=())
+        return PlacedTensors(
+            parameters=parameters,
+            heads=heads_of(dims.classifier_heads == len(DISTILLED_HEADS)),
+            classifier_weight=Planned("classifier.weight", (H, C)),
+            classifier_bias=Planned("classifier.bias", (1, C)),
+            prefix_tokens=Planned("prefix_tokens", (B, 2, H)),
+            padding_tokens=Planned("padding_tokens", (B, S - dims.tokens, H)),
+            position_embeddings=Planned("position_embeddings", (B, S, H)),
+            mask=Planned("attention_mask", plan.attention_mask_shape),
+        )
+
+    def from_torch(self, tensor, *, dtype, layout, memory_config=None, batch_sharded: bool = False):
+        raise TypeError("the planning executor places no host tensors: it plans the forward from the plan alone")
+
+    def parameter(self, tensor):
+        return tensor
+
+    def to_torch(self, tensor):
+        raise TypeError("the planning executor issues nothing: there are no values to read back")
+
+    def deallocate(self, tensor) -> None:
+        pass
 
 
 def _planned_block_shard(plan: ShardingPlan, name: str, grid_name: str, grid: ttnn.CoreGrid, width: int, rows: int | None = None) -> Sharded:
@@ -164,8 +259,9 @@ def _planned_block_shard(plan: ShardingPlan, name: str, grid_name: str, grid: tt
     check_grid_within_device(name, x.grid, plan.grid)
     if x.layout != BLOCK:
         fail(RULE_SHARD, name, f"must be BLOCK_SHARDED, got {x.layout}")
-    check_block_shard(name, (rows or plan.batch * plan.dims.padded_tokens, width), x.grid, x.shard)
-    return x
+    rows = rows or plan.batch * plan.dims.padded_tokens
+    check_block_shard(name, (rows, width), x.grid, x.shard)
+    return dataclasses.replace(x, shape=(rows, width))
 
 
 def _layernorm_step(plan: ShardingPlan, op: str, x: Sharded) -> Step:
@@ -189,7 +285,7 @@ def _layernorm_step(plan: ShardingPlan, op: str, x: Sharded) -> Step:
     )
     if cfg.inplace:
         fail(RULE_LAYERNORM, op, "the plan keeps the LayerNorm input (residual) alive: inplace must be False")
-    out = Sharded(op + " output", x.layout, x.grid, x.shard, plan.activation_dtype)
+    out = Sharded(op + " output", x.layout, x.grid, x.shard, plan.activation_dtype, shape=x.shape)
     bf16_tile = tile_bytes(ttnn.bfloat16)
     l1 = {
         "input shard": x.shard_bytes,
@@ -201,7 +297,7 @@ def _layernorm_step(plan: ShardingPlan, op: str, x: Sharded) -> Step:
         "x-mean CBs (x2)": 2 * cfg.block_h * cfg.block_w * bf16_tile,
         "stats CBs": (5 * cfg.block_h + 2 * x.grid[0] + 4) * bf16_tile,
     }
-    return Step(op, "layernorm + layernorm_compute", grid, x.layout, out, [x], l1)
+    return Step(op, "layernorm", grid, x.layout, out, [x], l1)
 
 
 def _mcast_step(
@@ -240,7 +336,9 @@ def _mcast_step(
         if not fused_gelu and activation is not None:
             fail(RULE_MCAST, op, f"no activation belongs here, got {activation}")
     out_grid = (math.ceil(Nt / cfg.per_core_N), math.ceil(Mt / cfg.per_core_M))
-    out = Sharded(out_name, BLOCK, out_grid, (cfg.per_core_M * TILE, cfg.per_core_N * TILE), plan.activation_dtype)
+    out = Sharded(
+        out_name, BLOCK, out_grid, (cfg.per_core_M * TILE, cfg.per_core_N * TILE), plan.activation_dtype, shape=(Mt * TILE, Nt * TILE)
+    )
     act, wgt = tile_bytes(plan.activation_dtype), tile_bytes(plan.weight_dtype)
     k_blocks = Kt // cfg.in0_block_w
     l1 = {
@@ -266,7 +364,7 @@ def _reshard_step(plan: ShardingPlan, op: str, x: Sharded, target: Sharded) -> S
 
 def _add_step(plan: ShardingPlan, op: str, a: Sharded, b: Sharded) -> Step:
     """The residual add; its output takes ``a``'s shard spec (ttnn also accepts operands on different specs)."""
-    out = Sharded(op + " output", a.layout, a.grid, a.shard, plan.activation_dtype)
+    out = Sharded(op + " output", a.layout, a.grid, a.shard, plan.activation_dtype, shape=a.shape)
     l1 = {"input shards": a.shard_bytes + b.shard_bytes, "output shard": out.shard_bytes}
     return Step(op, "matmul_output_memory_config", a.grid, a.layout, out, [a, b], l1)
 
@@ -285,9 +383,9 @@ def _split_heads_step(plan: ShardingPlan, qkv: Sharded) -> tuple[Step, Sharded, 
     check_split_heads_cols(op, dims.heads, cols)
     check_split_heads_l1(op, qkv.shard_tiles, tile_bytes(act), plan.l1_bytes_per_core)
     cores = cols * rows
-    q = Sharded("query", HEIGHT, qkv.grid, (B * dims.heads * S // cores, hs), act)
-    k_t = Sharded("key (transposed)", HEIGHT, qkv.grid, (B * dims.heads * hs // cores, S), act)
-    v = Sharded("value", HEIGHT, qkv.grid, (B * dims.heads * S // cores, hs), act)
+    q = Sharded("query", HEIGHT, qkv.grid, (B * dims.heads * S // cores, hs), act, shape=(B, dims.heads, S, hs))
+    k_t = Sharded("key (transposed)", HEIGHT, qkv.grid, (B * dims.heads * hs // cores, S), act, shape=(B, dims.heads, hs, S))
+    v = Sharded("value", HEIGHT, qkv.grid, (B * dims.heads * S // cores, hs), act, shape=(B, dims.heads, S, hs))
     l1 = {
         "input shard": qkv.shard_bytes,
         "Q+K^T+V shards": q.shard_bytes + k_t.shard_bytes + v.shard_bytes,
@@ -317,7 +415,8 @@ def _reuse_step(plan: ShardingPlan, op: str, cfg, in0: Sharded, in1: Sharded, Mt
     check_reuse_output_layout(op, out_layout)
     if grid != in0.grid:
         fail(RULE_REUSE, op, f"program grid {fmt_grid(grid)} must be the heads' shard grid {fmt_grid(in0.grid)}")
-    out = Sharded(out_name, out_layout, in0.grid, (cfg.per_core_M * TILE, cfg.per_core_N * TILE), plan.activation_dtype)
+    shape = (plan.batch, plan.dims.heads, Mt * TILE, Nt * TILE)
+    out = Sharded(out_name, out_layout, in0.grid, (cfg.per_core_M * TILE, cfg.per_core_N * TILE), plan.activation_dtype, shape=shape)
     k_blocks = Kt // cfg.in0_block_w
     l1 = {
         "in0 shard": in0.shard_bytes,
@@ -366,6 +465,7 @@ def _concat_heads_step(plan: ShardingPlan, heads: Sharded) -> Step:
     op, dims = "concatenate_heads", plan.dims
     S = dims.padded_tokens
     context = from_memory_config("context_memory_config", plan.context_memory_config, plan.activation_dtype)
+    context = dataclasses.replace(context, shape=(plan.batch * S, dims.hidden))
     check_concat_heads(op, heads.layout, context.layout, heads.shard, S, dims.heads)
     heads_per_shard = heads.shard[0] // S
     expected = (heads.shard[0] // heads_per_shard, heads.shard[1] * heads_per_shard)

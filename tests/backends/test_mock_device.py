@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import ttnn
+from mock_matrix import plain_checkpoint
 
 from deit_tt.backends import mock_device, runtime
 from deit_tt.checkpoints.loading import random_checkpoint
@@ -25,6 +26,7 @@ from deit_tt.errors import UserFacingError
 from deit_tt.pipeline import DeiTPipeline
 from deit_tt.model.policy import get_policy
 from deit_tt.sharding import ALL_RULES
+from deit_tt.sharding.walk import walk
 from deit_tt.model.vocabulary import ALL_STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,6 +207,39 @@ def test_closing_a_pipeline_frees_its_device_tensors_before_the_device(mock_n150
     assert allocated()[0] > before[0]  # the weights went to DRAM
     pipeline.close()
     assert at_close == [before]
+
+
+@needs_mock
+@pytest.mark.parametrize("distilled", [True, False], ids=["distilled", "plain"])
+def test_plan_walk_and_dry_run_agree_op_by_op(mock_n150, distilled):
+    """The walk (the forward through the planning executor) issues the dry run's ops, configs and output placements
+    for every encoder layer and the head; a plain checkpoint's one head included."""
+    checkpoint = random_checkpoint("tiny") if distilled else plain_checkpoint("tiny")
+    pipeline = DeiTPipeline(checkpoint, mock_n150, get_policy("bf8"), 2)
+    try:
+        records = dry_run(pipeline)
+    finally:
+        pipeline.model.release()
+    plan = pipeline.plan
+    assert plan.dims.classifier_heads == (2 if distilled else 1)
+    steps = walk(plan)
+    assert [step.op for step in steps] == list(plan.table()["op"])
+    ran = [(record.op, record.config, record.output.split(", ")[0]) for record in records]  # the split: Q's placement
+    walked = [(step.call, step.config, _placement(step.out)) for step in steps]
+    head = [step.op for step in steps].index("layernorm")  # the final LayerNorm: the head starts there
+    layer, embedding_ops = walked[:head], len(records) - plan.dims.layers * head - (len(steps) - head)
+    assert ran[embedding_ops - 1][:2] == ("ttnn.to_memory_config", "encoder_memory_config")  # the embeddings' last op
+    for index in range(plan.dims.layers):
+        start = embedding_ops + index * head
+        assert ran[start : start + head] == layer, f"layer {index}"
+    assert ran[len(records) - (len(steps) - head) :] == walked[head:]
+    assert all(config for _, config, _ in walked)  # every op of the layer and the head takes a plan config
+
+
+def _placement(tensor) -> str:
+    """A walk tensor as ``recording.describe_placement`` describes a device tensor."""
+    layout = str(tensor.layout).split(".")[-1].removesuffix("_SHARDED").lower()
+    return f"L1 {layout} {tensor.shard[0]}x{tensor.shard[1]}@{tensor.grid[0]}x{tensor.grid[1]} {str(tensor.dtype).split('.')[-1].lower()}"
 
 
 @needs_mock

@@ -145,7 +145,7 @@ def test_changing_a_config_in_the_plan_changes_the_emulation(tiny_checkpoint):
     pixels = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
 
     def qkv(plan, numerics):
-        model = TtDeiT(pipeline.parameters, plan, HostExecutor(numerics=numerics), tiny_checkpoint.config.layer_norm_eps)
+        model = TtDeiT.from_parameters(pipeline.parameters, plan, HostExecutor(numerics=numerics), tiny_checkpoint.config.layer_norm_eps)
         return model(pixels, stages=ALL_STAGES).stages["layers.0.qkv"]
 
     assert not torch.equal(qkv(pipeline.plan, "tensix"), qkv(hifi2, "tensix"))

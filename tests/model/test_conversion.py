@@ -15,6 +15,7 @@ from deit_tt.model.conversion import (
     FAMILIES,
     DeiTParameters,
     convert_parameters,
+    converted_shape,
     converted_tensors,
     fold_pixels,
     fuse_qkv,
@@ -26,6 +27,7 @@ from deit_tt.model.conversion import (
 from deit_tt.errors import UserFacingError
 from deit_tt.model.policy import get_policy
 from deit_tt.model.quantization import quantization_report, storage_table, stored_bytes, summarize, tensor_metrics
+from deit_tt.sharding import ModelDims
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +103,12 @@ def test_layout_shapes_dtypes_and_layouts(textured_checkpoint, tiny_bf8):
     for weight, bias in p.heads.values():
         assert list(weight.shape) == [hidden, 1152] and list(bias.shape) == [1, 1152]
     assert p.num_labels == 1000 and p.padded_num_labels == 1152 and p.policy == policy
+
+
+def test_every_converted_shape_follows_from_the_model_dims_alone(textured_checkpoint, tiny_bf8):
+    dims = ModelDims.from_config(textured_checkpoint.config)
+    named = tiny_bf8.named_tensors()
+    assert {name: converted_shape(name, dims) for name in named} == {name: tuple(tensor.shape) for name, tensor in named.items()}
 
 
 def test_padded_label_count_divides_every_grid_width():

@@ -74,9 +74,8 @@ def main() -> int:
     runtime = open_mock(args.chip, trace_region_size=region)
     print(f"opened {runtime.num_devices} chips, trace region {region} B, L1 bank {runtime.l1_bytes_per_core} B", flush=True)
     pipeline = DeiTPipeline(checkpoint, runtime, policy, 8, parameters=parameters)
-    pipeline.model.executor = LoggedExecutor(runtime.device)
     steady_state.ttnn = LoggedTtnn()
-    runner = steady_state.SteadyState(pipeline.model)
+    runner = steady_state.SteadyState(pipeline.model.with_executor(LoggedExecutor(runtime.device)))
     if args.skip_waits:
         runner._wait = lambda cq, event: None
     runner.compile()
