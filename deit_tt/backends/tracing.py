@@ -255,10 +255,8 @@ class SteadyState:
 
 
 def host_batch(model, pixels: torch.Tensor):
-    """A batch as CQ1 copies it: the fold's input as a row-major bfloat16 host tensor (split per chip on a mesh).
-    Rounded to bfloat16 by torch first: the same bits as ttnn's own rounding of float32 (to nearest even,
-    tests/backends/test_throughput.py) in a fraction of the time (``benchmarks/device_throughput.py --mock`` prints both)."""
-    return model.host_pixels(pixels.to(torch.bfloat16))
+    """A batch as CQ1 copies it: the fold's input as a row-major bfloat16 host tensor (split per chip on a mesh)."""
+    return model.host_pixels(pixels)
 
 
 def trace_region_too_small(error: RuntimeError) -> UserFacingError | None:

@@ -143,17 +143,17 @@ class TtDeiT:
     def pixel_input(self, pixel_values: torch.Tensor):
         """The pixels as the fold reads them: height-sharded in L1 (on a mesh, each chip gets its own images)."""
         return self.executor.from_torch(
-            fold_pixels(pixel_values), **_PIXELS, memory_config=self.plan.fold_input_memory_config, batch_sharded=True
+            _folded(pixel_values), **_PIXELS, memory_config=self.plan.fold_input_memory_config, batch_sharded=True
         )
 
     def host_pixels(self, pixel_values: torch.Tensor):
         """The same pixels converted (and split over the mesh) on the host, for a copy into a persistent input buffer."""
-        return self.executor.host_tensor(fold_pixels(pixel_values), **_PIXELS, batch_sharded=True)
+        return self.executor.host_tensor(_folded(pixel_values), **_PIXELS, batch_sharded=True)
 
     def forward(self, pixels, record=None):
         """Every op of one batch, from the fold of ``pixels`` (freed after it) to the heads' padded logits, which stay
         where the executor put them: nothing is read back, so a trace can capture exactly this. Every intermediate
-        lives in L1 (tests/test_placement.py checks it on the mock device), so a trace allocates no DRAM scratch."""
+        lives in L1 (tests/backends/test_mock_device.py checks it for every configuration of the mock matrix), so a trace allocates no DRAM scratch."""
         stage = record or _unrecorded
         hidden = stage(EMBEDDINGS, self.embeddings(pixels))
         for index, layer in enumerate(self.params.layers):
@@ -407,6 +407,12 @@ def _compact(value: torch.Tensor) -> torch.Tensor:
 
 # How the fold's input is stored: row-major bfloat16, [B, 224, 14, 64] (see deit_tt.model.conversion.fold_pixels).
 _PIXELS = {"dtype": ttnn.bfloat16, "layout": ttnn.ROW_MAJOR_LAYOUT}
+
+
+def _folded(pixel_values: torch.Tensor) -> torch.Tensor:
+    """The fold's input, rounded to bfloat16 by torch: the same bits as ttnn's rounding of float32 (to nearest even,
+    tests/backends/test_throughput.py) in a fraction of the time (``benchmarks/device_throughput.py --mock``)."""
+    return fold_pixels(pixel_values.to(torch.bfloat16))
 
 
 def _place(parameters: DeiTParameters, executor) -> DeiTParameters:
