@@ -39,8 +39,16 @@ EXECUTED := build/executed
 NOTEBOOK_ENV := env -u DEIT_TT_MODEL HF_HUB_OFFLINE=1 HF_HUB_CACHE=$(CURDIR)/build/empty-hub-cache \
 	DEIT_TT_TRAIN_MINUTES=$${DEIT_TT_TRAIN_MINUTES:-0.3} DEIT_TT_HELD_OUT=$${DEIT_TT_HELD_OUT:-24}
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q tests --timeout=900
+# ttnn-visualizer pins its own pydantic, flask-sqlalchemy and gevent: it gets a venv of its own, whose bin goes at the
+# end of PATH for tests/backends/test_visualizer.py (the report opened in the real web app).
+VISUALIZER_VENV := .venv-visualizer
+$(VISUALIZER_VENV)/.installed: pyproject.toml
+	test -x $(VISUALIZER_VENV)/bin/python || $(PYTHON) -m venv $(VISUALIZER_VENV)
+	$(VISUALIZER_VENV)/bin/pip install --disable-pip-version-check -q ".[visualizer]"
+	touch $@
+
+test: $(STAMP) $(VISUALIZER_VENV)/.installed
+	PATH="$$PATH:$(CURDIR)/$(VISUALIZER_VENV)/bin" $(BIN)/python -m pytest -q tests --timeout=900 --durations=15
 	$(MAKE) --no-print-directory -B executed-notebooks
 
 executed-notebooks: $(EXECUTED)/.done
@@ -61,4 +69,4 @@ book: executed-notebooks
 	$(BIN)/python scripts/build_book.py $(EXECUTED) build/book
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VISUALIZER_VENV)

@@ -1,15 +1,12 @@
 """DeiT on Tenstorrent hardware through ttnn.
 
-The package is organised so that each module has one job:
+Subpackages, one concept each: ``model`` (the forward, its stages and heads, weight conversion and cache,
+dtype policy), ``sharding`` (program and memory configs from dims, batch and grid), ``backends`` (who runs
+the ops: a card, the host, the mock device; tracing, recording), ``checkpoints``, ``data``, ``evaluation``,
+``analysis`` (PCC, reference captures, attention, what notebooks draw), ``training``, ``cli``.
 
-- ``runtime``: where ttnn code runs (a Tenstorrent card, or the host through ttnn's golden functions)
-- ``hub`` / ``checkpoint``: loading Hugging Face DeiT checkpoints (hub id, local directory, or ``random:<size>``)
-- ``labels``: the class names of a checkpoint's head; the ImageNet-1k synset ids and names
-- ``policy``: which ttnn dtype each tensor family uses
-- ``conversion`` / ``cache`` / ``quantization``: PyTorch weights -> ttnn tensors, cached on disk
-- ``sharding``: program and memory configs derived from model dims, batch and the core grid
-- ``executor`` / ``model``: the one forward pass, run by a device or by the host
-- ``reference`` / ``pcc``: Hugging Face captures and per-stage agreement reports
+The names below are the public API the notebooks and the README use; they import on first use, so
+``import deit_tt`` stays light (the CLI checks its arguments before ttnn and torch load).
 """
 
 import os
@@ -39,3 +36,42 @@ def _quiet_loguru_default_handler() -> None:
 _quiet_loguru_default_handler()
 
 __version__ = "0.1.0"
+
+_PUBLIC = {
+    "build_pipeline": "deit_tt.pipeline",
+    "DeiTPipeline": "deit_tt.pipeline",
+    "TtDeiT": "deit_tt.model.deit",
+    "TtDeiTOutput": "deit_tt.model.deit",
+    "ALL_STAGES": "deit_tt.model.vocabulary",
+    "LAYER_STAGES": "deit_tt.model.vocabulary",
+    "get_policy": "deit_tt.model.policy",
+    "load_checkpoint": "deit_tt.checkpoints.loading",
+    "random_checkpoint": "deit_tt.checkpoints.loading",
+    "load_image": "deit_tt.data.images",
+    "image_paths": "deit_tt.data.images",
+    "preprocess": "deit_tt.data.preprocessing",
+    "classify_sources": "deit_tt.classify",
+    "select_runtime": "deit_tt.backends.runtime",
+    "open_mock": "deit_tt.backends.runtime",
+    "card_present": "deit_tt.backends.runtime",
+    "make_plan": "deit_tt.sharding",
+    "pcc": "deit_tt.analysis.pcc",
+    "pcc_report": "deit_tt.analysis.pcc",
+    "capture_reference": "deit_tt.analysis.reference",
+    "compare_with_reference": "deit_tt.analysis.reference",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'deit_tt' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -76,7 +76,7 @@ def top_predictions(logits: torch.Tensor, names: Sequence[str], k: int = DEFAULT
 
 
 def results_from_output(output, names: Sequence[str], image_names: Sequence[str], k: int = DEFAULT_TOP_K) -> list[ClassificationResult]:
-    """``DeiTOutput`` of a batch -> one ClassificationResult per image."""
+    """``TtDeiTOutput`` of a batch -> one ClassificationResult per image."""
     results = []
     for row, name in enumerate(image_names):
         distillation = None

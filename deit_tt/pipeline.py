@@ -13,7 +13,7 @@ from deit_tt.backends import tracing as steady_state
 from deit_tt.checkpoints.loading import Checkpoint, load_checkpoint
 from deit_tt.model.conversion import DeiTParameters, convert_parameters
 from deit_tt.backends.executor import DeviceExecutor, HostExecutor
-from deit_tt.model.deit import Consumer, DeiTOutput, TtDeiT
+from deit_tt.model.deit import StageCallback, TtDeiT, TtDeiTOutput
 from deit_tt.model.policy import get_policy
 from deit_tt.model.vocabulary import heads_of
 from deit_tt.errors import UserFacingError
@@ -72,21 +72,23 @@ class DeiTPipeline:
         runner.capture()
         return runner
 
-    def __call__(self, pixel_values: torch.Tensor, capture: bool | Collection[str] | Consumer = False) -> DeiTOutput:
-        """Logits (and with ``capture``, intermediates: see ``TtDeiT.__call__``) of any number of images; a
-        ``capture`` callable takes exactly one forward's images (it sees the stages as the model computes them)."""
+    def __call__(
+        self, pixel_values: torch.Tensor, stages: Collection[str] = (), on_stage: StageCallback | None = None
+    ) -> TtDeiTOutput:
+        """Logits (and the ``stages`` asked for: see ``TtDeiT.__call__``) of any number of images; with ``on_stage``,
+        exactly one forward's images (the callback sees the stages as the model computes them)."""
         if pixel_values.dim() != 4 or pixel_values.shape[0] == 0:
             raise ValueError(f"expected pixel_values [B, 3, H, W] with B >= 1, got {tuple(pixel_values.shape)}")
-        if callable(capture):
+        if on_stage is not None:
             if pixel_values.shape[0] != self.images_per_forward:
-                raise ValueError(f"a capture callable sees one forward: pass {self.images_per_forward} images, not {pixel_values.shape[0]}")
+                raise ValueError(f"on_stage sees one forward: pass {self.images_per_forward} images, not {pixel_values.shape[0]}")
             if not self.runtime.computes_values:
                 raise UserFacingError(f"the {self.runtime.executor} executor computes no values: there are no stages to hand over")
         chunks = pixel_values.split(self.images_per_forward)
-        if self.steady_state is not None and not capture:
+        if self.steady_state is not None and not stages:
             outputs = self.steady_state.run(self._padded(chunk) for chunk in chunks)
             return _concatenate([_slice(output, chunk.shape[0]) for output, chunk in zip(outputs, chunks)])
-        return _concatenate([self._run_batch(chunk, capture) for chunk in chunks])
+        return _concatenate([self._run_batch(chunk, stages, on_stage) for chunk in chunks])
 
     @property
     def images_per_forward(self) -> int:
@@ -100,8 +102,8 @@ class DeiTPipeline:
             pixel_values = torch.cat([pixel_values, padding])
         return pixel_values.float()
 
-    def _run_batch(self, pixel_values: torch.Tensor, capture: bool | Collection[str] | Consumer) -> DeiTOutput:
-        output = self.model(self._padded(pixel_values), capture=capture)
+    def _run_batch(self, pixel_values: torch.Tensor, stages: Collection[str], on_stage: StageCallback | None) -> TtDeiTOutput:
+        output = self.model(self._padded(pixel_values), stages, on_stage)
         if not self.runtime.computes_values:  # the mock device's outputs are garbage: make them unusable
             output = _combine([output], lambda tensors: torch.full_like(tensors[0], float("nan")))
         return _slice(output, pixel_values.shape[0])
@@ -152,12 +154,12 @@ def build_pipeline(
     trace_region_size: int | None = None,
     numerics: str | None = None,
 ) -> DeiTPipeline:
-    """Defaults come from $DEIT_TT_MODEL, $DEIT_TT_EXECUTOR (auto, host, device or mock) and $DEIT_TT_BATCH.
+    """Defaults come from ``settings.MODEL``, ``settings.EXECUTOR`` (auto, host, device or mock) and ``settings.BATCH``.
 
     ``devices``: chips to run on, data parallel (default: all of the machine's; the host is one).
     ``trace``: traced steady-state inference on two command queues (``deit_tt.backends.tracing``), the device opened
     with the trace region ``trace_region_for`` derives (or ``trace_region_size`` bytes).
-    ``numerics``: "ideal" or "tensix" for the host executor (default: $DEIT_TT_NUMERICS, then tensix); a device
+    ``numerics``: "ideal" or "tensix" for the host executor (default: ``settings.NUMERICS``, then tensix); a device
     or the mock refuses an explicit value, since there the card computes (or nothing does).
     """
     checkpoint = model if isinstance(model, Checkpoint) else load_checkpoint(model)
@@ -200,20 +202,20 @@ def _arch(executor: str | None, chip: str | None) -> str:
     return CHIPS["n150"].arch
 
 
-def _slice(output: DeiTOutput, count: int) -> DeiTOutput:
+def _slice(output: TtDeiTOutput, count: int) -> TtDeiTOutput:
     return _combine([output], lambda tensors: tensors[0][:count])
 
 
-def _concatenate(outputs: list[DeiTOutput]) -> DeiTOutput:
+def _concatenate(outputs: list[TtDeiTOutput]) -> TtDeiTOutput:
     return outputs[0] if len(outputs) == 1 else _combine(outputs, torch.cat)
 
 
-def _combine(outputs: list[DeiTOutput], combine) -> DeiTOutput:
+def _combine(outputs: list[TtDeiTOutput], combine) -> TtDeiTOutput:
     """Apply ``combine`` to the list of each field's tensors across ``outputs`` (None stays None)."""
     first = outputs[0]
-    return DeiTOutput(
+    return TtDeiTOutput(
         logits=combine([o.logits for o in outputs]),
         cls_logits=combine([o.cls_logits for o in outputs]),
         distillation_logits=None if first.distillation_logits is None else combine([o.distillation_logits for o in outputs]),
-        captures={name: combine([o.captures[name] for o in outputs]) for name in first.captures},
+        stages={name: combine([o.stages[name] for o in outputs]) for name in first.stages},
     )

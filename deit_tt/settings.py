@@ -22,6 +22,11 @@ class Setting:
     default: str | None
     meaning: str
 
+    @property
+    def described(self) -> str:
+        """How a help text names it: ``$DEIT_TT_BATCH, then 8``."""
+        return f"${self.variable}" + (f", then {self.default}" if self.default else "")
+
     def get(self, given: str | None = None) -> str | None:
         """``given`` when it is set, else the variable when it is set (and not empty), else the default."""
         return given or os.environ.get(self.variable) or self.default

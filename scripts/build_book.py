@@ -4,8 +4,9 @@
 
 The notebooks must already be executed (``make book`` runs them once, under nbmake, with the offline
 defaults). A notebook with an error output is refused: the book shows what ran, never half a run.
-Self-check cells (tagged ``self-check``) keep their output and lose their source, as JupyterLab shows them
-collapsed. Pages are nbconvert's HTML export (the classic template, with figures embedded as PNG).
+A cell whose source JupyterLab shows collapsed (metadata ``jupyter.source_hidden``: the self-check cells) keeps
+its output and loses its source here too. Pages are nbconvert's HTML export (the classic template, with figures
+embedded as PNG).
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ from pathlib import Path
 
 import nbformat
 from nbconvert import HTMLExporter
-from traitlets.config import Config
-
-SELF_CHECK_TAG = "self-check"
 
 
 def errors(notebook) -> list[str]:
@@ -37,11 +35,15 @@ def title(notebook, fallback: str) -> str:
     return fallback
 
 
+def hide_collapsed_sources(notebook) -> None:
+    """Mark the cells JupyterLab shows collapsed so that nbconvert's templates leave out their source (not their output)."""
+    for cell in notebook.cells:
+        if cell.metadata.get("jupyter", {}).get("source_hidden"):
+            cell.metadata["transient"] = {"remove_source": True}
+
+
 def build(executed: Path, out: Path) -> list[Path]:
-    config = Config()
-    config.TagRemovePreprocessor.enabled = True
-    config.TagRemovePreprocessor.remove_input_tags = {SELF_CHECK_TAG}
-    exporter = HTMLExporter(config=config, template_name="classic")
+    exporter = HTMLExporter(template_name="classic")
     out.mkdir(parents=True, exist_ok=True)
     notebooks = sorted(executed.glob("*.ipynb"))
     if not notebooks:
@@ -54,6 +56,7 @@ def build(executed: Path, out: Path) -> list[Path]:
         problems = errors(notebook)
         if problems:
             raise SystemExit(f"{path.name} has errors, no book: " + "; ".join(problems))
+        hide_collapsed_sources(notebook)
         body, _ = exporter.from_notebook_node(notebook)
         page = out / f"{path.stem}.html"
         page.write_text(body)

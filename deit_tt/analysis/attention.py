@@ -35,10 +35,10 @@ from PIL import Image
 
 from deit_tt.errors import UserFacingError
 from deit_tt.data.preprocessing import CROP_SIZE, resize_and_crop
+from deit_tt.model.vocabulary import CLS_HEAD, DISTILLATION_HEAD, PREFIX_TOKENS
 
-CLS_INDEX = 0
-DISTILLATION_INDEX = 1
-NUM_PREFIX_TOKENS = 2
+CLS_INDEX = CLS_HEAD.token
+DISTILLATION_INDEX = DISTILLATION_HEAD.token
 TOKENS = {"cls": CLS_INDEX, "distillation": DISTILLATION_INDEX, "dist": DISTILLATION_INDEX}
 TOKEN_TITLES = {CLS_INDEX: "CLS token", DISTILLATION_INDEX: "distillation token"}
 HEAD_FUSIONS = ("mean", "min", "max")
@@ -66,7 +66,7 @@ def token_index(token: str | int) -> int:
 
 def grid_side(num_tokens: int) -> int:
     """198 tokens -> 14 (patches per side)."""
-    patches = num_tokens - NUM_PREFIX_TOKENS
+    patches = num_tokens - PREFIX_TOKENS
     side = math.isqrt(max(patches, 0))
     if patches <= 0 or side * side != patches:
         raise ValueError(f"{num_tokens} tokens is not 2 prefix tokens + a square grid of patches")
@@ -75,7 +75,7 @@ def grid_side(num_tokens: int) -> int:
 
 def patch_token(row: int, col: int, side: int = 14) -> int:
     """Token index of the patch at (row, col) of the grid."""
-    return NUM_PREFIX_TOKENS + row * side + col
+    return PREFIX_TOKENS + row * side + col
 
 
 def fuse_heads(attention: torch.Tensor, head: str | int = "mean") -> torch.Tensor:
@@ -103,7 +103,7 @@ def token_attention_map(attentions_layer: torch.Tensor, token: str | int = "cls"
     """
     fused = fuse_heads(attentions_layer, head)
     side = grid_side(fused.shape[-1])
-    row = fused[:, token_index(token), NUM_PREFIX_TOKENS:]
+    row = fused[:, token_index(token), PREFIX_TOKENS:]
     return row.reshape(-1, side, side).float()
 
 
@@ -132,7 +132,7 @@ def attention_rollout(
     """Attention rollout from ``token`` to the patches through all layers: [B, 14, 14]."""
     rollout = rollout_matrix(attentions, head_fusion, discard_ratio)
     side = grid_side(rollout.shape[-1])
-    return rollout[:, token_index(token), NUM_PREFIX_TOKENS:].reshape(-1, side, side)
+    return rollout[:, token_index(token), PREFIX_TOKENS:].reshape(-1, side, side)
 
 
 def _discard_lowest(fused: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -143,7 +143,7 @@ def _discard_lowest(fused: torch.Tensor, ratio: float) -> torch.Tensor:
         return fused
     flat = fused.reshape(batch, n * n).clone()
     protected = torch.zeros(n, n, dtype=torch.bool)
-    protected[:NUM_PREFIX_TOKENS, :NUM_PREFIX_TOKENS] = True
+    protected[:PREFIX_TOKENS, :PREFIX_TOKENS] = True
     ranking = flat.masked_fill(protected.reshape(1, -1), float("inf"))
     lowest = ranking.topk(count, dim=-1, largest=False).indices
     flat.scatter_(1, lowest, 0.0)
@@ -158,7 +158,7 @@ def attention_from_captures(captures: Mapping[str, torch.Tensor]) -> list[torch.
             layers.append((int(key.split(".")[1]), value))
     if not layers:
         raise AttentionUnavailableError(
-            "the captures hold no attention probabilities; run the pipeline with capture=True "
+            'the captures hold no attention probabilities; run the pipeline with stages={"attention_probs"} '
             "(or, for Hugging Face, output_attentions=True with attn_implementation='eager')"
         )
     layers.sort(key=lambda item: item[0])
@@ -206,7 +206,7 @@ def token_attention_stats(attentions) -> pd.DataFrame:
     rows = []
     for index, layer in enumerate(as_attention_list(attentions)):
         fused = fuse_heads(layer, "mean").double()
-        patches = fused[:, :NUM_PREFIX_TOKENS, NUM_PREFIX_TOKENS:]  # [B, 2, 196]
+        patches = fused[:, :PREFIX_TOKENS, PREFIX_TOKENS:]  # [B, 2, 196]
         share = patches.sum(-1)  # [B, 2]
         distribution = patches / share.clamp_min(1e-30)[..., None]
         entropy = -(distribution * distribution.clamp_min(1e-30).log()).sum(-1) / math.log(patches.shape[-1])
@@ -296,7 +296,7 @@ def attention_agreement(captures, reference) -> pd.DataFrame:
 
 def _cosine(hidden: torch.Tensor, other: int | str = DISTILLATION_INDEX) -> float:
     hidden = torch.as_tensor(hidden).double()
-    partner = hidden[:, NUM_PREFIX_TOKENS:] if other == "patches" else hidden[:, other : other + 1]
+    partner = hidden[:, PREFIX_TOKENS:] if other == "patches" else hidden[:, other : other + 1]
     cos = torch.nn.functional.cosine_similarity(hidden[:, CLS_INDEX : CLS_INDEX + 1], partner, dim=-1)
     return float(cos.mean().clamp(-1.0, 1.0))
 
@@ -326,7 +326,7 @@ def token_cosine_similarity(captures, other: int | str = DISTILLATION_INDEX) -> 
             if key.startswith("layers.") and key.endswith(".output")
         )
         if not outputs:
-            raise UserFacingError("the captures hold no layer outputs; run the pipeline with capture=True")
+            raise UserFacingError("the captures hold no layer outputs; run the pipeline with stages=attention.STAGES_FOR_MAPS")
         for index, value in outputs:
             rows.append((f"layer {index}", index + 1, _cosine(value, other)))
         if "final_ln" in captures:

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from deit_tt.analysis.pcc import pcc_report_from_rows, pcc_row, split_stage_name
+from deit_tt.model.vocabulary import ALL_STAGES
 
 _QKV_PARTS = ("q_proj", "k_proj", "v_proj")
 
@@ -54,7 +55,7 @@ def compare_with_reference(captures: dict[str, torch.Tensor], hf_model, pixel_va
 def compare_in_lockstep(
     model: Callable[..., object], hf_model, pixel_values: torch.Tensor, keep: Collection[str] = ()
 ) -> tuple[pd.DataFrame, dict[str, torch.Tensor]]:
-    """The report ``compare_with_reference`` gives, with no model's captures held: ``model(pixel_values, capture=record)``
+    """The report ``compare_with_reference`` gives, with no model's captures held: ``model(pixel_values, ALL_STAGES, record)``
     (a ``DeiTPipeline`` or ``TtDeiT``) runs once, handing each stage to ``record(name, tensor)``, while Hugging Face
     runs on the same pixels in a second thread and waits at each stage until the ttnn model asks for it. Each
     pair is compared and dropped. Returns the report and the ttnn captures of the stages named in ``keep``.
@@ -102,7 +103,7 @@ def compare_in_lockstep(
     thread = threading.Thread(target=run_hugging_face, name="hugging-face-reference", daemon=True)
     thread.start()
     try:
-        model(pixel_values, capture=record)
+        model(pixel_values, ALL_STAGES, record)
     finally:
         cancelled.set()
         while not finished:  # let the reference thread end; what it still hands over is dropped

@@ -183,10 +183,10 @@ class ClassifierWidget(widgets.VBox):
 
     def _classify(self, content: bytes, name: str) -> WidgetResult:
         image = load_image(content, name)
-        output = self.pipeline(preprocess([image]), capture={"attention_probs"})
+        output = self.pipeline(preprocess([image]), stages={"attention_probs"})
         names = head_class_names(self.pipeline.checkpoint.config)
         classification = results_from_output(output, names, [name], self.top_k)[0]
-        layers = attention.attention_from_captures(output.captures)
+        layers = attention.attention_from_captures(output.stages)
         maps = {}
         tokens = ["cls"] + (["distillation"] if output.distillation_logits is not None else [])
         for token in tokens:

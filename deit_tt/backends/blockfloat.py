@@ -18,7 +18,7 @@ keeps k fewer bits: anything below half a unit becomes zero. Only the face row m
 tiling reduces to "groups of 16 along the last dimension"; rows never share an exponent.
 
 How ttnn 0.81's host packing picks m (worked out against ``ttnn.from_torch(..., TILE_LAYOUT)`` and
-``ttnn.to_torch``, checked bit for bit in tests/test_blockfloat.py):
+``ttnn.to_torch``, checked bit for bit in tests/backends/test_blockfloat.py):
 
 1. Subnormal inputs count as zero (and do not raise E). Zeros of either sign are stored as +0.
 2. The 24-bit mantissa (hidden 1 included) is shifted right by ``E - e`` (e: the value's own

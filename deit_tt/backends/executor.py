@@ -13,7 +13,7 @@ float32 GEMM: 11.9 s vs 0.13 s for 1792x768 @ 768x3072 on 2 cores), the host exe
 same golden functions with each bfloat16 matrix product computed in float32 and rounded to bfloat16
 (``Float32Products``). The products of bfloat16 values are exact in float32 and both kernels
 accumulate in float32, so the two differ only in summation order: about 1 element in 10,000 of a
-product rounds to the neighbouring bfloat16 value (tests/test_executor.py measures it).
+product rounds to the neighbouring bfloat16 value (tests/backends/test_executor.py measures it).
 
 ``numerics`` says which arithmetic the host models: "ideal" (the golden functions as they are) or "tensix"
 (matmuls, softmax and LayerNorm as a Tensix core computes them for the compute kernel config each op is
@@ -110,7 +110,7 @@ class HostExecutor:
     Like the device, an op without a ``dtype`` argument produces its first input's dtype, so each
     host tensor remembers the ttnn dtype it is stored in. ``float32_products`` (default: when torch
     has no native bfloat16 GEMM) evaluates the golden functions and the tensix ops under ``Float32Products``. ``numerics``:
-    "ideal" or "tensix" (default: $DEIT_TT_NUMERICS, then tensix).
+    "ideal" or "tensix" (default: ``settings.NUMERICS``, then tensix).
     """
 
     name = "host"

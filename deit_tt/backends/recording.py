@@ -124,7 +124,7 @@ def records_table(records: list[OpRecord], plan, l1_bank_bytes: int) -> pd.DataF
     multicast matmuls, LayerNorm, softmax, the head split and the reshards). What it leaves out are the
     tensors alive across the op: the residual (one encoder shard) beside every op of a layer, V beside
     Q.K^T and the softmax, the first head's logits beside the second. So on the encoder and head ops
-    ``0 <= ttnn - plan <= encoder shard + max(V shard, logits shard)`` (tests/test_mock_device.py checks it).
+    ``0 <= ttnn - plan <= encoder shard + max(V shard, logits shard)`` (tests/backends/test_mock_device.py checks it).
     The embedding ops before the encoder grid have no estimate; the move of the embeddings onto the encoder grid
     shares ``encoder_memory_config`` with the reshard after attention and shows that op's estimate (its input
     is DRAM interleaved, not a shard, so the figures differ by a few KB either way).

@@ -41,7 +41,7 @@ class Chip:
 
 # Grids from tt-metal's core descriptors (tt_metal/core_descriptors/*.yaml); a Blackhole P150's grid
 # depends on its firmware's harvesting (13x10 unharvested, 11x10 from FW 19.5.0 on). The L1 figures are the
-# allocator's bank sizes, which tests/test_mock_device.py checks against the mock device of every chip.
+# allocator's bank sizes, which tests/backends/test_mock_device.py checks against the mock device of every chip.
 CHIPS: dict[str, Chip] = {
     "n150": Chip("n150", "wormhole_b0", (8, 8), 1_360_544, "n150.yaml"),
     "n300": Chip("n300", "wormhole_b0", (8, 8), 1_360_544, "n300.yaml", chips=2),
@@ -155,7 +155,7 @@ def prepare_host(chip: str = DEFAULT_HOST_CHIP) -> Chip:
 
 
 def resolve_executor(executor: str | None = None) -> str:
-    """The executor asked for: ``executor``, else $DEIT_TT_EXECUTOR, else ``auto``."""
+    """The executor asked for: ``executor``, else ``settings.EXECUTOR``, else ``auto``."""
     executor = settings.EXECUTOR.get(executor).lower()
     if executor not in EXECUTORS:
         raise UserFacingError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
@@ -172,7 +172,7 @@ def no_values_error(what: str) -> UserFacingError:
 def select_runtime(
     executor: str | None = None, chip: str | None = None, devices: int | None = None, trace_region_size: int = 0
 ) -> Runtime:
-    """Pick the executor: ``auto`` (default, or $DEIT_TT_EXECUTOR) uses a card when one is present.
+    """Pick the executor: ``auto`` (default, or ``settings.EXECUTOR``) uses a card when one is present.
 
     ``devices``: how many chips to run on, data parallel (default: every chip of the machine, or of the mocked system).
     ``trace_region_size``: see ``open_device``.

@@ -30,7 +30,7 @@ NUMERICS = ("ideal", "tensix")
 
 
 def resolve_numerics(numerics: str | None = None) -> str:
-    """``numerics``, else $DEIT_TT_NUMERICS, else tensix; anything else is a one-line error."""
+    """``numerics``, else ``settings.NUMERICS``, else tensix; anything else is a one-line error."""
     value = settings.NUMERICS.get(numerics)
     if value not in NUMERICS:
         raise UserFacingError(f"unknown numerics {value!r} (from {'the argument' if numerics else '$' + settings.NUMERICS.variable}): use one of {', '.join(NUMERICS)}")

@@ -1,6 +1,6 @@
 """The model to use here: the one the settings ask for when it can be loaded, else a built-in fallback.
 
-Without ``$DEIT_TT_MODEL`` the default is the real DeiT-base checkpoint, which needs the Hugging Face hub
+Without ``settings.MODEL`` the default is the real DeiT-base checkpoint, which needs the Hugging Face hub
 or its local cache. A machine that has neither still runs the demo and every notebook, on a model that
 loads offline: ``shapes:tiny`` (trained here, knows ten textures) or ``random:*`` (seeded random weights)
 where the structure is the point. A model named explicitly is never replaced by a different model: when it
@@ -28,7 +28,7 @@ FALLBACK_DESCRIPTIONS = {
 @dataclass(frozen=True)
 class ModelChoice:
     model: str  # what will be loaded
-    requested: str  # what the settings asked for (the default when $DEIT_TT_MODEL is unset)
+    requested: str  # what the settings asked for (the default when ``settings.MODEL`` is unset)
     reason: str | None  # why ``model`` replaces ``requested``, or None when it does not
 
     @property
@@ -43,7 +43,7 @@ class ModelChoice:
 
 
 def choose_model(fallback: str, accepts: Callable[[str], object] | None = None) -> ModelChoice:
-    """``$DEIT_TT_MODEL`` (else the real checkpoint) when it loads here and ``accepts`` it, else ``fallback``.
+    """``settings.MODEL`` (else the real checkpoint) when it loads here and ``accepts`` it, else ``fallback``.
 
     An explicitly set model that cannot load raises the hub's one-line error; one that ``accepts`` refuses
     (a notebook that needs a model trained on the scenes) is replaced, and the reason says so."""

@@ -24,7 +24,7 @@ _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
 def resolve_model_name(model: str | None = None) -> str:
-    """``model``, else $DEIT_TT_MODEL, else the base distilled checkpoint."""
+    """``model``, else ``settings.MODEL``, else the base distilled checkpoint."""
     return settings.MODEL.get(model)
 
 
@@ -62,7 +62,7 @@ def is_cached(repo_id: str) -> bool:
 def unreachable_message(name: str, reason: str) -> str:
     return (
         f"cannot load checkpoint {name!r}: the Hugging Face hub is unreachable and it is not in the local cache "
-        f"({reason}); pass a directory written by save_pretrained (--model PATH / DEIT_TT_MODEL=PATH) "
+        f"({reason}); pass a directory written by save_pretrained (--model PATH / {settings.MODEL.variable}=PATH) "
         "or use random weights (--model random:base)"
     )
 

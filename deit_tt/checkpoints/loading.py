@@ -64,7 +64,7 @@ class Checkpoint:
 
 
 def load_checkpoint(model: str | None = None) -> Checkpoint:
-    """Load ``model`` (default: $DEIT_TT_MODEL, then facebook/deit-base-distilled-patch16-224) in fp32, eval mode.
+    """Load ``model`` (default: ``settings.MODEL``, then facebook/deit-base-distilled-patch16-224) in fp32, eval mode.
 
     Attention is eager so that attention probabilities can be captured. When the hub cannot be reached,
     a hub id loads from the local cache without any request, or fails at once (``deit_tt.checkpoints.hub``).
@@ -90,7 +90,7 @@ def load_checkpoint(model: str | None = None) -> Checkpoint:
 
 def save_offline_copy(model: str, directory: str | Path) -> Path:
     """Download hub checkpoint ``model`` and write it to ``directory`` with ``save_pretrained``: the model and its
-    image processor, so that ``--model DIR`` / ``DEIT_TT_MODEL=DIR`` later runs without the hub. Returns the folder."""
+    image processor, so that ``--model DIR`` (or ``settings.MODEL`` set to DIR) later runs without the hub. Returns the folder."""
     from transformers import AutoImageProcessor
 
     if model.startswith(("random:", *BUILT_IN_PREFIXES)) or Path(model).expanduser().is_dir():

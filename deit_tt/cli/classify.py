@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 
+from deit_tt import settings
 from deit_tt.cli.common import (
     add_devices_argument,
     add_executor_argument,
@@ -49,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_devices_argument(parser)
     add_policy_argument(parser)
     parser.add_argument("--top-k", type=int, default=5, metavar="K", help="classes to show per head (default: 5)")
-    parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass per chip (default: $DEIT_TT_BATCH, then 8)")
+    parser.add_argument("--batch-size", type=int, default=None, help=f"images per forward pass per chip (default: {settings.BATCH.described})")
     parser.add_argument("--json", action="store_true", help="print only a JSON list to stdout (banner to stderr)")
     parser.epilog = (
         'With --json each image gets a list of {"label", "score"} (softmax of the averaged heads, best first) '

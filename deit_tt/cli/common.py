@@ -16,7 +16,7 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
         "--model",
         default=None,
         help="Hugging Face id, save_pretrained directory, random:tiny|small|base, or shapes:tiny (trained here on generated scenes) "
-        "(default: $DEIT_TT_MODEL, then facebook/deit-base-distilled-patch16-224)",
+        f"(default: {settings.MODEL.described})",
     )
 
 
@@ -25,7 +25,7 @@ def add_executor_argument(parser: argparse.ArgumentParser) -> None:
         "--executor",
         choices=EXECUTORS,
         default=None,
-        help="where ttnn ops run (default: $DEIT_TT_EXECUTOR, then auto: a card when present, else the host)",
+        help=f"where ttnn ops run (default: {settings.EXECUTOR.described}: a card when present, else the host)",
     )
 
 
@@ -37,7 +37,8 @@ def add_numerics_argument(parser: argparse.ArgumentParser) -> None:
         choices=NUMERICS,
         default=None,
         help="host executor only: ideal (ttnn golden functions) or tensix (a model of the card's arithmetic, "
-        "built from ttnn's kernel sources, not yet measured against a card) (default: $DEIT_TT_NUMERICS, then tensix)",
+        "built from ttnn's kernel sources, not yet measured against a card) "
+        f"(default: {settings.NUMERICS.described})",
     )
 
 
@@ -68,12 +69,12 @@ def check_settings(args: argparse.Namespace) -> None:
     """Every setting of a command that runs the model, checked before anything loads (one line each)."""
     if args.devices is not None and args.devices < 1:
         raise UserFacingError(f"--devices must be at least 1, got {args.devices}")
-    planned_executor(args)  # --executor / $DEIT_TT_EXECUTOR and --numerics / $DEIT_TT_NUMERICS
+    planned_executor(args)  # --executor / ``settings.EXECUTOR`` and --numerics / ``settings.NUMERICS``
     checked_batch_size(args)
 
 
 def checked_batch_size(args: argparse.Namespace) -> int:
-    """--batch-size, else $DEIT_TT_BATCH, checked before anything loads: a whole number of at least 1 that the
+    """--batch-size, else ``settings.BATCH``, checked before anything loads: a whole number of at least 1 that the
     core grid can take (one image per row of the attention grid: ``deit_tt.sharding.rules.check_attention_rows_fit``)."""
     from deit_tt.backends.runtime import CHIPS, DEFAULT_HOST_CHIP, card_present, resolve_executor
 

@@ -7,6 +7,7 @@ import time
 
 import pandas as pd
 
+from deit_tt import settings
 from deit_tt.checkpoints.loading import load_checkpoint
 from deit_tt.cli.common import add_model_argument, add_policy_argument
 from deit_tt.model.conversion import convert_parameters
@@ -22,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache-dir",
         default=None,
-        help="conversion cache directory (default: $DEIT_TT_CACHE, then ~/.cache/deit_tt)",
+        help=f"conversion cache directory (default: {settings.CACHE.described})",
     )
 
 

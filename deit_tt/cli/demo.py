@@ -1,6 +1,6 @@
 """``python -m deit_tt demo``: what ``make demo`` runs, and works on any machine.
 
-With the real checkpoint (the hub answers, or it is in the local cache, or ``$DEIT_TT_MODEL`` names a model)
+With the real checkpoint (the hub answers, or it is in the local cache, or ``settings.MODEL`` names a model)
 it classifies the bundled photos (data/images). Otherwise it says so in one line and classifies the bundled
 generated scenes (data/scenes, one per class) with ``shapes:tiny``, the DeiT-tiny trained on them, which
 ships inside the package.

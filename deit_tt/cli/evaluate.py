@@ -22,6 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from deit_tt import settings
 from deit_tt.cli.common import (
     add_devices_argument,
     add_executor_argument,
@@ -48,9 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", choices=LAYOUTS, default="auto", help="dataset layout (default: auto-detect); flat and hf are ImageNet only")
     parser.add_argument("--ground-truth", metavar="FILE", default=None, help="LOC_val_solution.csv for a flat folder (default: looked up in DIR and its parent)")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N images (evaluation order: sorted image ids for ImageNet, classes in turn for labelled folders)")
-    parser.add_argument("--batch-size", type=int, default=None, metavar="B", help="images per forward pass per chip (default: $DEIT_TT_BATCH, then 8)")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="B", help=f"images per forward pass per chip (default: {settings.BATCH.described})")
     parser.add_argument("--preprocess", choices=PREPROCESSING_MODES, default="official", help="official DeiT eval recipe (default) or the checkpoint's own HF image processor")
-    parser.add_argument("--out", metavar="FILE", default=None, help="results file (JSON lines) to write or resume (default: $DEIT_TT_RESULTS_DIR or ~/.cache/deit_tt/evaluation, "
+    parser.add_argument("--out", metavar="FILE", default=None, help="results file (JSON lines) to write or resume "
+        f"(default: in {settings.RESULTS_DIR.described}, "
                         "<model>-<executor>[-<numerics>]-<policy>-<preprocess>[-reference]-<data folder>-<fingerprint>.jsonl)")
     parser.add_argument("--restart", action="store_true", help="discard an existing results file instead of resuming it (any other kind of file is refused)")
     add_model_argument(parser)

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--chip",
         choices=list(CHIPS),
         default=None,
-        help=f"device whose compute grid to plan for (default: $DEIT_TT_CHIP, then {DEFAULT_HOST_CHIP})",
+        help=f"device whose compute grid to plan for (default: {settings.CHIP.described}, then {DEFAULT_HOST_CHIP})",
     )
     parser.add_argument("--batch", type=int, default=None, help="images per forward pass (default: the grid's row count, the largest supported)")
     add_policy_argument(parser)
@@ -93,6 +93,7 @@ def format_plan(plan, model_name: str, chip_name: str) -> str:
     import pandas as pd
 
     from deit_tt.sharding import attention_mask
+    from deit_tt.sharding.dims import enum_name
 
     lines = [
         f"model: {model_name} | chip: {chip_name} (compute grid {plan.grid[0]}x{plan.grid[1]}, "
@@ -107,15 +108,15 @@ def format_plan(plan, model_name: str, chip_name: str) -> str:
     for name, config in plan.configs().items():
         if name == "layernorm_compute":
             config = (
-                f"WormholeComputeKernelConfig(math_fidelity={str(config.math_fidelity).split('.')[-1]}, "
+                f"WormholeComputeKernelConfig(math_fidelity={enum_name(config.math_fidelity)}, "
                 f"math_approx_mode={config.math_approx_mode}, fp32_dest_acc_en={config.fp32_dest_acc_en}, "
                 f"packer_l1_acc={config.packer_l1_acc})"
             )
         lines.append(f"  {name}: {config}")
     lines += ["", "memory configs:"]
     for name, memory_config in plan.memory_configs().items():
-        layout = str(memory_config.memory_layout).split(".")[-1]
-        buffer = str(memory_config.buffer_type).split(".")[-1]
+        layout = enum_name(memory_config.memory_layout)
+        buffer = enum_name(memory_config.buffer_type)
         spec = memory_config.shard_spec
         if spec is None:
             where = "shard spec filled in by the op" if memory_config.is_sharded() else "interleaved"

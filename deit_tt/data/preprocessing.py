@@ -3,7 +3,7 @@
 ``official`` is the DeiT evaluation recipe, torchvision's ``Resize(256, BICUBIC)`` +
 ``CenterCrop(224)`` + ``ToTensor`` + ``Normalize(ImageNet mean/std)`` on a PIL image: the one behind
 the published accuracies. It is reproduced here without torchvision, identical to it to the last
-bit for every image size (tests/test_preprocessing.py compares the two). ``hf`` uses the
+bit for every image size (tests/data/test_preprocessing.py compares the two). ``hf`` uses the
 checkpoint's own image processor, which for the distilled checkpoints squashes the image to a
 256x256 square first (tiny-distilled: 224x224, so no crop). They differ on non-square images; both
 are reported.

@@ -3,7 +3,7 @@
 ``default_results_path`` names the results file of a run from everything a resumed run must share
 (model, executor, dtype policy, preprocessing, reference comparison, dataset), so two different runs
 never meet in one file and the same run always finds its file, from any working directory:
-``$DEIT_TT_RESULTS_DIR`` (default ``~/.cache/deit_tt/evaluation``) /
+``settings.RESULTS_DIR`` (default ``~/.cache/deit_tt/evaluation``) /
 ``<model>-<executor>[-<numerics>]-<policy>-<preprocess>[-reference]-<dataset folder>-<dataset fingerprint>.jsonl``.
 """
 
@@ -64,7 +64,7 @@ def compare_reference_by_default(images: int) -> bool:
 
 
 def compare_reference_for(setting: str | bool, images: int) -> bool:
-    """A user's setting ($DEIT_TT_COMPARE_REFERENCE in notebook 04): ``"auto"`` follows
+    """A user's setting (``settings.COMPARE_REFERENCE`` in notebook 04): ``"auto"`` follows
     ``compare_reference_by_default``; ``"1"``/``"0"`` or a bool are taken as given."""
     if setting == "auto":
         return compare_reference_by_default(images)

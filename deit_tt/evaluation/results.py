@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from deit_tt import settings
 from deit_tt.evaluation.errors import EvaluationError
 from deit_tt.evaluation.header import RESULTS_FORMAT, check_compatible
 
@@ -109,9 +110,9 @@ def check_results_target(path: str | os.PathLike) -> Path:
     folder = path.parent
     existing = next((parent for parent in (folder, *folder.parents) if parent.exists()), None)
     if existing is not None and not existing.is_dir():
-        raise EvaluationError(f"cannot create results file {path}: {existing} is a file, not a folder; pass another --out or $DEIT_TT_RESULTS_DIR")
+        raise EvaluationError(f"cannot create results file {path}: {existing} is a file, not a folder; pass another --out or ${settings.RESULTS_DIR.variable}")
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise EvaluationError(f"cannot create results file {path}: folder {existing} is not writable; pass another --out or $DEIT_TT_RESULTS_DIR")
+        raise EvaluationError(f"cannot create results file {path}: folder {existing} is not writable; pass another --out or ${settings.RESULTS_DIR.variable}")
     if not path.exists():
         return path
     if not path.is_file():

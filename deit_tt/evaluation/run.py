@@ -44,7 +44,7 @@ def evaluate(
 ) -> EvaluationResult:
     """Evaluate ``pipeline`` on the first ``limit`` images of ``dataset`` (evaluation order), resuming ``results_path``.
 
-    ``pipeline(pixel_values) -> DeiTOutput`` with ``.batch_size`` and ``.images_per_forward`` (all chips); ``.checkpoint.model`` (fp32 Hugging
+    ``pipeline(pixel_values) -> TtDeiTOutput`` with ``.batch_size`` and ``.images_per_forward`` (all chips); ``.checkpoint.model`` (fp32 Hugging
     Face model) is the reference for ``compare_reference``. Returns the summary of the selection.
     A KeyboardInterrupt leaves every finished batch committed; run again to continue.
     """

@@ -50,14 +50,15 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 
 import ttnn
 
 from deit_tt import settings
 from deit_tt.errors import UserFacingError
+from deit_tt.backends.runtime import ttnn_version
 from deit_tt.model.policy import DtypePolicy, dtype_name
+from deit_tt.sharding.dims import enum_name
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -92,10 +93,6 @@ class CacheInfo:
 
 # --------------------------------------------------------------------------------------------------
 # keys and locations
-
-
-def ttnn_version() -> str:
-    return version("ttnn")
 
 
 def key_inputs(identity: str, policy: DtypePolicy, layout_version: int, weights_sample: str | None = None) -> dict:
@@ -144,7 +141,7 @@ def default_cache_dir() -> Path:
 
 
 def resolve_cache_dir(cache_dir: str | Path | None | bool = None) -> Path | None:
-    """None/True -> $DEIT_TT_CACHE or ~/.cache/deit_tt; False -> None (no caching). Creates the directory.
+    """None/True -> ``settings.CACHE`` or ~/.cache/deit_tt; False -> None (no caching). Creates the directory.
 
     A directory that exists but is read-only is used for reading: its verified entries load, and a missing
     one is converted without being stored (one warning). Raises UserFacingError when the path is a file or
@@ -373,7 +370,7 @@ def _describe_tensor(tensor: ttnn.Tensor) -> dict:
     return {
         "shape": [int(n) for n in tensor.shape],
         "dtype": dtype_name(tensor.dtype),
-        "layout": str(tensor.layout).split(".")[-1].lower(),
+        "layout": enum_name(tensor.layout).lower(),
     }
 
 

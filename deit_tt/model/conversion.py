@@ -111,6 +111,22 @@ _LAYER_FIELDS = {
     "ff2.weight": "ff2_weight",
     "ff2.bias": "ff2_bias",
 }
+# flat name -> DeiTParameters field, for the tensors before the layers and after them (the heads aside)
+_EMBEDDING_FIELDS = {
+    "patch_embedding.weight": "patch_embedding_weight",
+    "patch_embedding.bias": "patch_embedding_bias",
+    "cls_token": "cls_token",
+    "distillation_token": "distillation_token",
+    "position_embeddings": "position_embeddings",
+}
+_FINAL_FIELDS = {"layernorm.weight": "layernorm_weight", "layernorm.bias": "layernorm_bias"}
+
+
+def tensor_names(num_layers: int, head_names: tuple[str, ...]) -> list[str]:
+    """Every tensor's flat name, in conversion order: the cache's file names and the report's row names."""
+    layers = [f"layers.{index}.{suffix}" for index in range(num_layers) for suffix in _LAYER_FIELDS]
+    heads = [f"heads.{head}.{part}" for head in head_names for part in ("weight", "bias")]
+    return [*_EMBEDDING_FIELDS, *layers, *_FINAL_FIELDS, *heads]
 
 
 @dataclass
@@ -134,23 +150,12 @@ class DeiTParameters:
         return next(iter(self.heads.values()))[0].shape[-1]
 
     def named_tensors(self) -> dict[str, ttnn.Tensor]:
-        """Every tensor under a stable flat name (the cache's file names and the report's row names)."""
-        named = {
-            "patch_embedding.weight": self.patch_embedding_weight,
-            "patch_embedding.bias": self.patch_embedding_bias,
-            "cls_token": self.cls_token,
-            "distillation_token": self.distillation_token,
-            "position_embeddings": self.position_embeddings,
-        }
-        for index, layer in enumerate(self.layers):
-            for suffix, attribute in _LAYER_FIELDS.items():
-                named[f"layers.{index}.{suffix}"] = getattr(layer, attribute)
-        named["layernorm.weight"] = self.layernorm_weight
-        named["layernorm.bias"] = self.layernorm_bias
-        for head, (weight, bias) in self.heads.items():
-            named[f"heads.{head}.weight"] = weight
-            named[f"heads.{head}.bias"] = bias
-        return named
+        """Every tensor under its flat name (``tensor_names``), in that order."""
+        tensors = [getattr(self, attribute) for attribute in _EMBEDDING_FIELDS.values()]
+        tensors += [getattr(layer, attribute) for layer in self.layers for attribute in _LAYER_FIELDS.values()]
+        tensors += [getattr(self, attribute) for attribute in _FINAL_FIELDS.values()]
+        tensors += [tensor for weight_and_bias in self.heads.values() for tensor in weight_and_bias]
+        return dict(zip(tensor_names(len(self.layers), tuple(self.heads)), tensors, strict=True))
 
     @classmethod
     def from_named(
@@ -167,14 +172,8 @@ class DeiTParameters:
             for i in range(num_layers)
         ]
         return cls(
-            patch_embedding_weight=named["patch_embedding.weight"],
-            patch_embedding_bias=named["patch_embedding.bias"],
-            cls_token=named["cls_token"],
-            distillation_token=named["distillation_token"],
-            position_embeddings=named["position_embeddings"],
+            **{attribute: named[name] for name, attribute in {**_EMBEDDING_FIELDS, **_FINAL_FIELDS}.items()},
             layers=layers,
-            layernorm_weight=named["layernorm.weight"],
-            layernorm_bias=named["layernorm.bias"],
             heads={head: (named[f"heads.{head}.weight"], named[f"heads.{head}.bias"]) for head in head_names},
             policy=policy,
             num_labels=num_labels,
@@ -510,13 +509,7 @@ def _assemble(named: dict[str, ttnn.Tensor], checkpoint, policy: DtypePolicy) ->
 
 def expected_tensor_names(checkpoint) -> list[str]:
     """Flat names ``convert_parameters`` produces for this checkpoint, in order."""
-    names = ["patch_embedding.weight", "patch_embedding.bias", "cls_token", "distillation_token", "position_embeddings"]
-    for i in range(checkpoint.config.num_hidden_layers):
-        names += [f"layers.{i}.{suffix}" for suffix in _LAYER_FIELDS]
-    names += ["layernorm.weight", "layernorm.bias"]
-    for head in head_names(checkpoint):
-        names += [f"heads.{head}.weight", f"heads.{head}.bias"]
-    return names
+    return tensor_names(checkpoint.config.num_hidden_layers, head_names(checkpoint))
 
 
 def convert_parameters(
@@ -526,7 +519,7 @@ def convert_parameters(
 ) -> DeiTParameters:
     """Convert ``checkpoint`` to ttnn host tensors with ``policy`` (default: the bf8 policy).
 
-    ``cache_dir``: None uses $DEIT_TT_CACHE, then ~/.cache/deit_tt; a path uses that directory;
+    ``cache_dir``: None uses ``settings.CACHE``, then ~/.cache/deit_tt; a path uses that directory;
     False converts without touching the disk. A cache entry is loaded only if its manifest matches the
     checkpoint identity (and sampled weight values), the policy, LAYOUT_VERSION and the ttnn version,
     and every file's size and sha256 match; otherwise it is rebuilt (one log line says why).

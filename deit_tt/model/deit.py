@@ -27,21 +27,22 @@ import torch
 import ttnn
 
 from deit_tt.model.conversion import DeiTParameters, deinterleave_qkv, fold_pixels, fused_classifier
-from deit_tt.model.vocabulary import DISTILLATION_HEAD, EMBEDDINGS, FINAL_LAYERNORM, layer_stage
+from deit_tt.model.vocabulary import ALL_STAGES, DISTILLATION_HEAD, EMBEDDINGS, FINAL_LAYERNORM, layer_stage
 from deit_tt.sharding import TILE, ShardingPlan, attention_mask
 
-# Receives a stage as it is computed: (name, host tensor), as the captures would hold it.
-Consumer = Callable[[str, torch.Tensor], None]
+# Receives a stage as it is computed: (name, host tensor), as ``TtDeiTOutput.stages`` would hold it.
+StageCallback = Callable[[str, torch.Tensor], None]
 
 
 @dataclass
-class DeiTOutput:
-    """Logits of the real classes (padding removed), float32 on the host."""
+class TtDeiTOutput:
+    """Logits of the real classes (padding removed), float32 on the host, and the stages asked for by name
+    (``"layers.3.attention_probs"``), cut back to the real tokens."""
 
     logits: torch.Tensor
     cls_logits: torch.Tensor
     distillation_logits: torch.Tensor | None
-    captures: dict[str, torch.Tensor] = field(default_factory=dict)
+    stages: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class TtDeiT:
@@ -96,22 +97,22 @@ class TtDeiT:
             else None
         )
 
-    def __call__(self, pixel_values: torch.Tensor, capture: bool | Collection[str] | Consumer = False) -> DeiTOutput:
-        """``capture``: True records every stage; a collection of stage names (``{"attention_probs", "output"}``)
-        only those, and the logits; a callable is handed every stage as ``capture(name, tensor)`` and nothing is
-        kept (``deit_tt.analysis.reference.compare_in_lockstep``)."""
+    def __call__(
+        self, pixel_values: torch.Tensor, stages: Collection[str] = (), on_stage: StageCallback | None = None
+    ) -> TtDeiTOutput:
+        """``stages``: the kinds of stage to read back (``{"attention_probs", "output"}``, or ``ALL_STAGES``), every
+        layer's; they are kept in the output or, given ``on_stage``, handed to it as ``on_stage(name, tensor)`` as they
+        are computed and not kept (``deit_tt.analysis.reference.compare_in_lockstep``)."""
         expected = (self.images_per_forward, 3, self.dims.image_size, self.dims.image_size)
         if pixel_values.shape != expected:
             raise ValueError(f"expected pixel_values of shape {expected}, got {tuple(pixel_values.shape)}")
-        captures: dict[str, torch.Tensor] = {}
-        keep = record = None
-        if capture:
-            keep = capture if callable(capture) else captures.__setitem__
-            record = self._recorder(keep, None if capture is True or callable(capture) else frozenset(capture))
-        padded_logits = self.forward(self.pixel_input(pixel_values), record)
+        wanted = _stage_kinds(stages, on_stage)
+        kept: dict[str, torch.Tensor] = {}
+        keep = _selecting(wanted, on_stage or kept.__setitem__) if wanted else None
+        padded_logits = self.forward(self.pixel_input(pixel_values), self._recorder(keep) if keep else None)
         output = self.logits(self.executor.to_torch(padded_logits), keep)
         self.executor.deallocate(padded_logits)
-        return dataclasses.replace(output, captures=captures)
+        return dataclasses.replace(output, stages=kept)
 
     def pixel_input(self, pixel_values: torch.Tensor):
         """The pixels as the fold reads them: height-sharded in L1 (on a mesh, each chip gets its own images)."""
@@ -260,7 +261,7 @@ class TtDeiT:
         config in the plan. ``numeric_stable=True`` subtracts each row's max before the exponential, which tt-metal's
         ViT does not: the plan runs the exponential with ``math_approx_mode`` (the SFPU's bit-trick exp,
         ckernel_sfpu_exp.h), whose result is only valid below about 88.7 (above, the rounded integer reaches the
-        sign bit; ``deit_tt.backends.tensix_numerics.fast_exp`` reproduces it and tests/test_tensix_numerics.py pins
+        sign bit; ``deit_tt.backends.tensix_numerics.fast_exp`` reproduces it and tests/backends/test_tensix_numerics.py pins
         it). Scaled scores of a trained model are not bounded by anything in the config, and the max pass costs one
         row reduction per tile row, so it stays.
         """
@@ -283,7 +284,7 @@ class TtDeiT:
         prefix = self._consume(ttnn.slice, normed, [0, 0, 0], [plan.batch, TILE, dims.hidden], memory_config=plan.classifier_memory_config)
         return self._linear(prefix, self.classifier_weight, self.classifier_bias, "classifier")
 
-    def logits(self, padded_logits: torch.Tensor, keep: Consumer | None = None) -> DeiTOutput:
+    def logits(self, padded_logits: torch.Tensor, keep: StageCallback | None = None) -> TtDeiTOutput:
         """The output from the classifier's padded logits read back to the host: each head's token and real classes
         (and, given ``keep``, each kind of logits handed to it as a stage)."""
         rows = padded_logits.reshape(-1, TILE, len(self.heads), self.dims.classes_padded)
@@ -295,7 +296,7 @@ class TtDeiT:
             for head, value in per_head.items():
                 keep(head.stage, value)
             keep("logits", logits)
-        return DeiTOutput(logits, cls_logits, distillation_logits)
+        return TtDeiTOutput(logits, cls_logits, distillation_logits)
 
     def release(self) -> None:
         """Deallocate every tensor the model placed (on a device: its DRAM and L1 buffers). The model is unusable after."""
@@ -303,13 +304,14 @@ class TtDeiT:
                     self.position_embeddings, self.mask]
         _map_tensors(resident, self.executor.tensor_type, self.executor.deallocate)
 
-    # -- capture ----------------------------------------------------------------------------------
+    # -- stages read back ---------------------------------------------------------------------------
 
-    def _recorder(self, keep: Consumer, stages: frozenset[str] | None):
+    def _recorder(self, keep: StageCallback):
+        """The forward's ``stage`` hook: reads a stage ``keep`` wants back to the host, cut to the real tokens."""
         tokens = self.dims.tokens
 
         def record(name: str, tensor):
-            if stages is not None and name.rpartition(".")[2] not in stages:
+            if not keep.wants(name):
                 return tensor
             value = self.executor.to_torch(tensor)
             if name.endswith("attention_probs"):  # [B, heads, 224, 224]
@@ -336,6 +338,31 @@ def _same_storage(a, b) -> bool:
 
 def _unrecorded(name: str, tensor):
     return tensor
+
+
+def _stage_kinds(stages: Collection[str], on_stage: StageCallback | None) -> frozenset[str]:
+    if isinstance(stages, str):
+        raise TypeError(f"stages takes a collection of stage names, e.g. {{{stages!r}}}, not a string")
+    wanted = frozenset(stages)
+    if unknown := sorted(wanted - ALL_STAGES):
+        raise ValueError(f"unknown stage {', '.join(unknown)}: choose from {', '.join(sorted(ALL_STAGES))}")
+    if on_stage is not None and not wanted:
+        raise ValueError("on_stage needs stages= to say which stages to hand over (ALL_STAGES for every one)")
+    return wanted
+
+
+class _selecting:
+    """``keep`` called only with the stages of the kinds in ``wanted`` (``"layers.3.ff1"`` is of kind ``"ff1"``)."""
+
+    def __init__(self, wanted: frozenset[str], keep: StageCallback):
+        self.wanted, self.keep = wanted, keep
+
+    def wants(self, name: str) -> bool:
+        return name.rpartition(".")[2] in self.wanted
+
+    def __call__(self, name: str, value: torch.Tensor) -> None:
+        if self.wants(name):
+            self.keep(name, value)
 
 
 def _layer_stage(stage, index: int, name: str, tensor):

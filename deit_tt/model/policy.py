@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 import ttnn
 
 from deit_tt.errors import UserFacingError
+from deit_tt.sharding.dims import dtype_name
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,6 @@ class DtypePolicy:
         """Human-readable summary, also used as part of the conversion cache key."""
         return {key: (value if isinstance(value, str) else dtype_name(value)) for key, value in asdict(self).items()}
 
-
-def dtype_name(dtype: ttnn.DataType) -> str:
-    return str(dtype).split(".")[-1].lower()
 
 
 POLICIES: dict[str, DtypePolicy] = {

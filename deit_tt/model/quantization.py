@@ -18,6 +18,7 @@ from deit_tt.model.conversion import FAMILIES, DeiTParameters, converted_tensors
 from deit_tt.backends.blockfloat import TILE, bytes_per_tile
 from deit_tt.analysis.pcc import pcc
 from deit_tt.model.policy import dtype_name
+from deit_tt.sharding.dims import enum_name
 
 REPORT_COLUMNS = ["name", "family", "shape", "dtype", "layout", "pcc", "max_abs_error", "relative_error", "padding_zero"]
 
@@ -56,7 +57,7 @@ def quantization_report(checkpoint, parameters: DeiTParameters) -> pd.DataFrame:
                 "family": item.family,
                 "shape": "x".join(str(n) for n in item.tensor.shape),
                 "dtype": dtype_name(item.tensor.dtype),
-                "layout": str(item.tensor.layout).split(".")[-1].lower(),
+                "layout": enum_name(item.tensor.layout).lower(),
                 **metrics,
                 "padding_zero": padding_zero,
             }

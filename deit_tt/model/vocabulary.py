@@ -9,6 +9,8 @@ EMBEDDINGS = "embeddings"
 LAYER_STAGES = ("ln1", "qkv", "attention_probs", "context", "attention_residual", "ln2", "ff1", "output")
 FINAL_LAYERNORM = "final_ln"
 LOGIT_STAGES = ("cls_logits", "distillation_logits", "logits")
+# Every kind of stage, for ``TtDeiT(pixels, stages=ALL_STAGES)``.
+ALL_STAGES = frozenset((EMBEDDINGS, *LAYER_STAGES, FINAL_LAYERNORM, *LOGIT_STAGES))
 
 
 def layer_stage(index: int, stage: str) -> str:

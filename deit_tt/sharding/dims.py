@@ -28,8 +28,13 @@ ROW_MAJOR = ttnn.ShardOrientation.ROW_MAJOR
 COL_MAJOR = ttnn.ShardOrientation.COL_MAJOR
 
 
+def enum_name(value) -> str:
+    """A ttnn enum member's name: ``BLOCK_SHARDED`` for ``ttnn.TensorMemoryLayout.BLOCK_SHARDED``."""
+    return str(value).split(".")[-1]
+
+
 def dtype_name(dtype) -> str:
-    return str(dtype).split(".")[-1].lower()
+    return enum_name(dtype).lower()
 
 
 def tile_bytes(dtype) -> int:
@@ -164,5 +169,5 @@ def fmt_shard(shard: tuple[int, int]) -> str:
 
 
 def layout_name(layout) -> str:
-    return str(layout).split(".")[-1]
+    return enum_name(layout)
 

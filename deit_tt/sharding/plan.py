@@ -283,76 +283,99 @@ def make_plan(
     check_model_dims("model", dims)
     check_dtype("activations", activation_dtype, ACTIVATION_DTYPES)
     check_dtype("weights", weight_dtype, tuple(TILE_BYTES))
+    compute = compute_kernel_configs(activation_dtype == ttnn.float32, layernorm_fp32_dest_acc)
+    grids = core_grids(dims, batch, grid)
+    plan = ShardingPlan(
+        dims=dims,
+        batch=batch,
+        grid=grid,
+        l1_bytes_per_core=l1_bytes_per_core,
+        **grids,
+        **activation_memory_configs(dims, batch, **grids),
+        **compute,
+        **program_configs(dims, batch, compute, **grids),
+        activation_dtype=activation_dtype,
+        weight_dtype=weight_dtype,
+    )
+    plan.validate()
+    return plan
 
-    S, St = dims.padded_tokens, dims.padded_tokens // TILE
-    Ht, It, Ct = dims.hidden // TILE, dims.intermediate // TILE, dims.classifier_outputs // TILE
-    hst = dims.head_size // TILE
-    Mt = batch * St
+
+def compute_kernel_configs(fp32_activations: bool, layernorm_fp32_dest_acc: bool) -> dict[str, ttnn.WormholeComputeKernelConfig]:
+    """The compute kernel configs, passed to every op explicitly.
+
+    They keep the values ttnn 0.81.1 picks when it is given none (``create_matmul_attributes`` in
+    ttnn/cpp/ttnn/operations/matmul/device/matmul_device_operation.cpp, softmax_device_operation.cpp): matmuls with
+    a program config run LoFi, no approx, fp32 accumulation only for fp32 outputs, packer L1 accumulation on; the
+    fused scale-mask-softmax runs HiFi4 with the approximate exp. LayerNorm takes tt-metal's ViT encoder config
+    (HiFi2, approx, packer L1 accumulation; ln_compute_config).
+    """
+    return {
+        "matmul_compute": ttnn.WormholeComputeKernelConfig(
+            math_fidelity=ttnn.MathFidelity.LoFi, math_approx_mode=False, fp32_dest_acc_en=fp32_activations, packer_l1_acc=True
+        ),
+        "softmax_compute": ttnn.WormholeComputeKernelConfig(
+            math_fidelity=ttnn.MathFidelity.HiFi4, math_approx_mode=True, fp32_dest_acc_en=fp32_activations, packer_l1_acc=False
+        ),
+        "layernorm_compute": ttnn.WormholeComputeKernelConfig(
+            math_fidelity=ttnn.MathFidelity.HiFi2, math_approx_mode=True, fp32_dest_acc_en=layernorm_fp32_dest_acc, packer_l1_acc=True
+        ),
+    }
+
+
+def core_grids(dims: ModelDims, batch: int, grid: tuple[int, int]) -> dict[str, ttnn.CoreGrid]:
+    """The three grids the forward runs on, each the largest that divides what it holds."""
     grid_x, grid_y = grid
-
-    # Compute kernel configs, passed to every op explicitly. They keep the values ttnn 0.81.1 picks when it is
-    # given none (``create_matmul_attributes`` in ttnn/cpp/ttnn/operations/matmul/device/matmul_device_operation.cpp, softmax_device_operation.cpp): matmuls with a program config run LoFi, no approx,
-    # fp32 accumulation only for fp32 outputs, packer L1 accumulation on (create_matmul_attributes); the fused
-    # scale-mask-softmax runs HiFi4 with the approximate exp (softmax_device_operation.cpp). LayerNorm takes
-    # tt-metal's ViT encoder config (HiFi2, approx, packer L1 accumulation; ln_compute_config).
-    fp32_activations = activation_dtype == ttnn.float32
-    matmul_compute = ttnn.WormholeComputeKernelConfig(
-        math_fidelity=ttnn.MathFidelity.LoFi,
-        math_approx_mode=False,
-        fp32_dest_acc_en=fp32_activations,
-        packer_l1_acc=True,
-    )
-    softmax_compute = ttnn.WormholeComputeKernelConfig(
-        math_fidelity=ttnn.MathFidelity.HiFi4,
-        math_approx_mode=True,
-        fp32_dest_acc_en=fp32_activations,
-        packer_l1_acc=False,
-    )
-    layernorm_compute = ttnn.WormholeComputeKernelConfig(
-        math_fidelity=ttnn.MathFidelity.HiFi2,
-        math_approx_mode=True,
-        fp32_dest_acc_en=layernorm_fp32_dest_acc,
-        packer_l1_acc=True,
-    )
-    matmul_dest = compute_config_dest_tiles(matmul_compute)
-    softmax_dest = compute_config_dest_tiles(softmax_compute)
-    layernorm_dest = compute_config_dest_tiles(layernorm_compute)
-
-    # Grids. Encoder: rows | Mt, cols | every K/N tile count on it (hidden, 3*hidden, intermediate).
-    encoder_rows = largest_divisor_at_most(grid_y, Mt)
-    encoder_cols = largest_divisor_at_most(grid_x, Ht, 3 * Ht, It)
-    # Attention: one image per row; cols | heads and | QKV width tiles.
+    Ht, It, Ct = dims.hidden // TILE, dims.intermediate // TILE, dims.classifier_outputs // TILE
     check_attention_rows_fit("split_heads", batch, grid_y)
-    attention_rows = batch
-    attention_cols = largest_divisor_at_most(grid_x, dims.heads, 3 * Ht)
-    # Classifier: on one tile row per image (the rows holding the tokens the heads read); rows | those tiles,
-    # cols | hidden tiles and | the heads' padded class tiles.
-    classifier_rows = largest_divisor_at_most(grid_y, batch)
-    classifier_cols = largest_divisor_at_most(grid_x, Ht, Ct)
+    return {
+        # Encoder: rows | Mt, cols | every K/N tile count on it (hidden, 3*hidden, intermediate).
+        "encoder_grid": ttnn.CoreGrid(
+            y=largest_divisor_at_most(grid_y, batch * dims.padded_tokens // TILE), x=largest_divisor_at_most(grid_x, Ht, 3 * Ht, It)
+        ),
+        # Attention: one image per row; cols | heads and | QKV width tiles.
+        "attention_grid": ttnn.CoreGrid(y=batch, x=largest_divisor_at_most(grid_x, dims.heads, 3 * Ht)),
+        # Classifier: on one tile row per image (the rows holding the tokens the heads read); rows | those tiles,
+        # cols | hidden tiles and | the heads' padded class tiles.
+        "classifier_grid": ttnn.CoreGrid(y=largest_divisor_at_most(grid_y, batch), x=largest_divisor_at_most(grid_x, Ht, Ct)),
+    }
 
-    encoder_grid = ttnn.CoreGrid(y=encoder_rows, x=encoder_cols)
-    attention_grid = ttnn.CoreGrid(y=attention_rows, x=attention_cols)
-    classifier_grid = ttnn.CoreGrid(y=classifier_rows, x=classifier_cols)
-    enc, att, cls = (encoder_cols, encoder_rows), (attention_cols, attention_rows), (classifier_cols, classifier_rows)
 
-    per_core_M = Mt // encoder_rows
-    hidden_shard = (per_core_M * TILE, dims.hidden // encoder_cols)
-    encoder_memory_config = sharded_memory_config(BLOCK, enc, hidden_shard)
-    qkv_attention_memory_config = sharded_memory_config(BLOCK, att, (S, 3 * dims.hidden // attention_cols))
-    heads_per_core = dims.heads // attention_cols
-    context_memory_config = sharded_memory_config(BLOCK, att, (S, heads_per_core * dims.head_size))
-    classifier_memory_config = sharded_memory_config(BLOCK, cls, (batch // classifier_rows * TILE, dims.hidden // classifier_cols))
-    # One HEIGHT_SHARDED L1 config for Q, K^T, V, scores and context heads: each op fills in its own shard spec.
-    heads_memory_config = ttnn.MemoryConfig(HEIGHT, ttnn.BufferType.L1)
+def activation_memory_configs(
+    dims: ModelDims, batch: int, encoder_grid: ttnn.CoreGrid, attention_grid: ttnn.CoreGrid, classifier_grid: ttnn.CoreGrid
+) -> dict[str, ttnn.MemoryConfig]:
+    """Where the activations live between ops: block-sharded on each grid, the heads height-sharded."""
+    S, Mt = dims.padded_tokens, batch * dims.padded_tokens // TILE
+    enc, att, cls = (encoder_grid.x, encoder_grid.y), (attention_grid.x, attention_grid.y), (classifier_grid.x, classifier_grid.y)
+    heads_per_core = dims.heads // attention_grid.x
+    return {
+        "encoder_memory_config": sharded_memory_config(BLOCK, enc, (Mt // encoder_grid.y * TILE, dims.hidden // encoder_grid.x)),
+        "qkv_attention_memory_config": sharded_memory_config(BLOCK, att, (S, 3 * dims.hidden // attention_grid.x)),
+        "context_memory_config": sharded_memory_config(BLOCK, att, (S, heads_per_core * dims.head_size)),
+        "classifier_memory_config": sharded_memory_config(
+            BLOCK, cls, (batch // classifier_grid.y * TILE, dims.hidden // classifier_grid.x)
+        ),
+        # One HEIGHT_SHARDED L1 config for Q, K^T, V, scores and context heads: each op fills in its own shard spec.
+        "heads_memory_config": ttnn.MemoryConfig(HEIGHT, ttnn.BufferType.L1),
+    }
 
-    layernorm_block_w = Ht // encoder_cols
-    layernorm = ttnn.LayerNormShardedMultiCoreProgramConfig(
-        compute_with_storage_grid_size=enc,
-        subblock_w=largest_divisor_at_most(layernorm_dest, layernorm_block_w),
-        block_h=per_core_M,
-        block_w=layernorm_block_w,
-        inplace=False,
-    )
+
+def program_configs(
+    dims: ModelDims,
+    batch: int,
+    compute: dict[str, ttnn.WormholeComputeKernelConfig],
+    encoder_grid: ttnn.CoreGrid,
+    attention_grid: ttnn.CoreGrid,
+    classifier_grid: ttnn.CoreGrid,
+) -> dict[str, object]:
+    """Each op's program config: 2-D multicast linears on the encoder and classifier grids, per-core matmuls and
+    the softmax on the attention grid, the sharded LayerNorm."""
+    St = dims.padded_tokens // TILE
+    Ht, It, Ct, hst = dims.hidden // TILE, dims.intermediate // TILE, dims.classifier_outputs // TILE, dims.head_size // TILE
+    Mt = batch * St
+    enc, att, cls = (encoder_grid.x, encoder_grid.y), (attention_grid.x, attention_grid.y), (classifier_grid.x, classifier_grid.y)
+    heads_per_core = dims.heads // attention_grid.x
+    matmul_dest = compute_config_dest_tiles(compute["matmul_compute"])
 
     def mcast(cols_rows: tuple[int, int], Kt: int, Nt: int, fused_activation=None, Mt=Mt):
         cols, rows = cols_rows
@@ -378,41 +401,29 @@ def make_plan(
             per_core_N=Nt,
         )
 
-    plan = ShardingPlan(
-        dims=dims,
-        batch=batch,
-        grid=grid,
-        l1_bytes_per_core=l1_bytes_per_core,
-        encoder_grid=encoder_grid,
-        attention_grid=attention_grid,
-        classifier_grid=classifier_grid,
-        encoder_memory_config=encoder_memory_config,
-        qkv_attention_memory_config=qkv_attention_memory_config,
-        heads_memory_config=heads_memory_config,
-        context_memory_config=context_memory_config,
-        classifier_memory_config=classifier_memory_config,
-        layernorm=layernorm,
-        layernorm_compute=layernorm_compute,
-        matmul_compute=matmul_compute,
-        softmax_compute=softmax_compute,
-        qkv=mcast(enc, Ht, 3 * Ht),
-        query_by_key=reuse(hst, St),
-        softmax=ttnn.SoftmaxShardedMultiCoreProgramConfig(
+    layernorm_block_w = Ht // encoder_grid.x
+    return {
+        "layernorm": ttnn.LayerNormShardedMultiCoreProgramConfig(
+            compute_with_storage_grid_size=enc,
+            subblock_w=largest_divisor_at_most(compute_config_dest_tiles(compute["layernorm_compute"]), layernorm_block_w),
+            block_h=Mt // encoder_grid.y,
+            block_w=layernorm_block_w,
+            inplace=False,
+        ),
+        "qkv": mcast(enc, Ht, 3 * Ht),
+        "query_by_key": reuse(hst, St),
+        "softmax": ttnn.SoftmaxShardedMultiCoreProgramConfig(
             compute_with_storage_grid_size=att,
-            subblock_w=largest_divisor_at_most(softmax_dest, St),
+            subblock_w=largest_divisor_at_most(compute_config_dest_tiles(compute["softmax_compute"]), St),
             block_h=heads_per_core * St,
             block_w=St,
         ),
-        attention_by_value=reuse(St, hst),
-        self_output=mcast(enc, Ht, Ht),
-        ff1=mcast(enc, Ht, It, fused_activation=(ttnn.UnaryOpType.GELU, True)),
-        ff2=mcast(enc, It, Ht),
-        classifier=mcast(cls, Ht, Ct, Mt=batch),
-        activation_dtype=activation_dtype,
-        weight_dtype=weight_dtype,
-    )
-    plan.validate()
-    return plan
+        "attention_by_value": reuse(St, hst),
+        "self_output": mcast(enc, Ht, Ht),
+        "ff1": mcast(enc, Ht, It, fused_activation=(ttnn.UnaryOpType.GELU, True)),
+        "ff2": mcast(enc, It, Ht),
+        "classifier": mcast(cls, Ht, Ct, Mt=batch),
+    }
 
 
 MATMUL_OPS = ("patch_embedding", "qkv", "query_by_key", "attention_by_value", "self_output", "ff1", "ff2", "classifier")

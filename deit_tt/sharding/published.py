@@ -61,7 +61,7 @@ _PUBLISHED_NOTES = {
 }
 
 
-# Why every classifier field differs from ViT's (tests/test_sharding.py checks that only these do).
+# Why every classifier field differs from ViT's (tests/sharding/test_sharding.py checks that only these do).
 _HEADS_NOTE = (
     "ViT runs its one head on all 224 tokens of each image; DeiT's two heads read tokens 0 and 1 only, so both run "
     "as one matmul (weights side by side) on each image's first tile row: M = 1 tile per image, N = 2 x 36 class tiles"

@@ -3,7 +3,7 @@
 Each ``check_*`` function checks one invariant (the validators of tt-metal's matmul, create_qkv_heads, LayerNorm and softmax device operations, named per rule below)
 and raises :class:`ShardingRuleError` naming the rule, the op and the numbers:
 ``[rule] op 'x': detail``. Shapes are in tiles unless a name says otherwise; "shard" arguments are
-(height, width) in elements. ``tests/test_rules_vs_ttnn.py`` breaks each rule on tt-metal's mock device
+(height, width) in elements. ``tests/sharding/test_rules_vs_ttnn.py`` breaks each rule on tt-metal's mock device
 and shows that ttnn refuses the same configuration.
 """
 

@@ -55,8 +55,8 @@ def held_out_table(pipeline, count: int = 200, seed: int = DEFAULT_SEED, progres
     for start in tqdm(range(0, count, batch), desc="held-out scenes", disable=not progress):
         pixels = normalise(scenes.pixels[start : start + batch])
         hf = checkpoint.model(pixel_values=pixels)
-        output = pipeline(pixels, capture={"attention_probs"})
-        layers = attention_from_captures(output.captures)
+        output = pipeline(pixels, stages={"attention_probs"})
+        layers = attention_from_captures(output.stages)
         columns = {
             "label": scenes.labels[start : start + batch],
             "teacher": teacher(pixels).argmax(-1),
