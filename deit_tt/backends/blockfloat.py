@@ -35,10 +35,12 @@ Every stored value is m * 2**(E - 133) (bfloat8_b) with m < 128 and a normal exp
 most 7 significant bits where bfloat16 has 8: it is exactly representable in bfloat16. :func:`round_to_dtype` therefore
 returns torch.bfloat16 for all three formats.
 
-The fast path below does the arithmetic in float32 with about a dozen vectorised torch ops per
-cache-sized slice; rows whose shared exponent is tiny (E < 30: values below about
-2**-97) or 255 (inf/NaN) go through an exact bit-level port of the same rules instead. It is
-several times faster than ttnn's own round trip, which packs the tiles and unpacks them again.
+Rows of 16 are rounded by ``deit_tt.backends.blockfloat_native`` (these rules compiled from C at first
+use, one pass over memory) wherever a C compiler is available. Without one, the torch path below does
+the arithmetic in float32 with about a dozen vectorised torch ops per cache-sized slice; rows whose
+shared exponent is tiny (E < 30: values below about 2**-97) or 255 (inf/NaN) go through an exact
+bit-level port of the same rules instead. Either is several times faster than ttnn's own round trip,
+which packs the tiles and unpacks them again.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes
+import os
 import shutil
 import subprocess
 import tempfile
@@ -135,7 +136,10 @@ def round_rows(groups: torch.Tensor, out: torch.Tensor, mantissa_bits: int) -> b
 
 
 def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    """Worker threads for all but the first share of rows; a forked child (a data-loading worker) makes its own,
+    since it inherits the pool but not its threads."""
     with _LOCK:
-        if "pool" not in _STATE:
+        if _STATE.get("pool_pid") != os.getpid():
             _STATE["pool"] = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads() - 1), thread_name_prefix="blockfloat")
+            _STATE["pool_pid"] = os.getpid()
         return _STATE["pool"]
