@@ -35,10 +35,12 @@ Every stored value is m * 2**(E - 133) (bfloat8_b) with m < 128 and a normal exp
 most 7 significant bits where bfloat16 has 8: it is exactly representable in bfloat16. :func:`round_to_dtype` therefore
 returns torch.bfloat16 for all three formats.
 
-The fast path below does the arithmetic in float32 with about a dozen vectorised torch ops per
-cache-sized slice; rows whose shared exponent is tiny (E < 30: values below about
-2**-97) or 255 (inf/NaN) go through an exact bit-level port of the same rules instead. It is
-several times faster than ttnn's own round trip, which packs the tiles and unpacks them again.
+Rows of 16 are rounded by ``deit_tt.backends.blockfloat_native`` (these rules compiled from C at first
+use, one pass over memory) wherever a C compiler is available. Without one, the torch path below does
+the arithmetic in float32 with about a dozen vectorised torch ops per cache-sized slice; rows whose
+shared exponent is tiny (E < 30: values below about 2**-97) or 255 (inf/NaN) go through an exact
+bit-level port of the same rules instead. Either is several times faster than ttnn's own round trip,
+which packs the tiles and unpacks them again.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ import torch
 import ttnn
 
 from deit_tt.analysis.pcc import pcc
+from deit_tt.backends import blockfloat_native
 from deit_tt.model.policy import dtype_name
 from deit_tt.sharding.dims import TILE
 
@@ -136,6 +139,17 @@ def _round_block_float(tensor: torch.Tensor, mantissa_bits: int) -> torch.Tensor
     groups = x.contiguous().view(-1, BLOCK_SIZE)
     n = groups.shape[0]
     out = torch.empty((n, BLOCK_SIZE), dtype=torch.bfloat16)
+    if not blockfloat_native.round_rows(groups, out, mantissa_bits):  # no C compiler: torch ops
+        _round_rows_in_torch(groups, out, mantissa_bits)
+    out = out.view(x.shape)
+    if pad:
+        out = out[:, :width]
+    return out.reshape(shape)
+
+
+def _round_rows_in_torch(groups: torch.Tensor, out: torch.Tensor, mantissa_bits: int) -> None:
+    """Round rows of 16 (``groups``, float32 or bfloat16) into ``out`` with vectorised torch ops."""
+    n = groups.shape[0]
 
     # Shared exponent E per row of 16: the largest exponent field. With the sign bit cleared,
     # float32 bit patterns order like their magnitudes (inf and NaN come out on top), so a max over
@@ -190,11 +204,6 @@ def _round_block_float(tensor: torch.Tensor, mantissa_bits: int) -> torch.Tensor
         exponent = row_max >> _F32_SHIFT
         exact_rows = (exponent == _NAN_EXPONENT) | ((exponent > 0) & (exponent < _FAST_MIN_EXPONENT))
         out[exact_rows] = _round_block_float_exact(groups[exact_rows].to(torch.float32), mantissa_bits)
-
-    out = out.view(x.shape)
-    if pad:
-        out = out[:, :width]
-    return out.reshape(shape)
 
 
 def _scratch(size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -29,7 +29,7 @@ import torch
 import ttnn
 
 from deit_tt.backends.blockfloat import BLOCK_SIZE, MANTISSA_BITS, round_to_dtype
-from deit_tt.backends.tensix_numerics import TENSIX_OPS, resolve_numerics
+from deit_tt.backends.tensix_numerics import TENSIX_OPS, keep_truncations, resolve_numerics
 
 # Ops that only move data or change its placement: identity on the host (plus dtype rounding).
 _PLACEMENT_OPS = {
@@ -180,8 +180,9 @@ class HostExecutor:
 
     def parameter(self, tensor: ttnn.Tensor) -> torch.Tensor:
         """Read a converted parameter back as quantised: its values are already those of its dtype and
-        exact in bfloat16 (see deit_tt.backends.blockfloat), so there is nothing to round again."""
-        stored = ttnn.to_torch(tensor).to(torch.bfloat16)
+        exact in bfloat16 (see deit_tt.backends.blockfloat), so there is nothing to round again. Tensix numerics
+        truncates a weight's mantissas once per math fidelity, not at every matmul."""
+        stored = keep_truncations(ttnn.to_torch(tensor).to(torch.bfloat16))
         stored.ttnn_dtype = tensor.dtype
         return stored
 

@@ -67,10 +67,26 @@ def in_dest(x: torch.Tensor, config) -> torch.Tensor:
 def truncate_mantissa(x: torch.Tensor, bits: int) -> torch.Tensor:
     """``x`` keeping the hidden bit and the ``bits`` most significant mantissa bits, the rest dropped
     (towards zero): what the 5b x 7b multipliers read of a source register. bfloat16 stays bfloat16
-    (7 mantissa bits: nothing to drop from 7 bits on), anything else becomes float32."""
+    (7 mantissa bits: nothing to drop from 7 bits on), anything else becomes float32. A tensor marked by
+    ``keep_truncations`` (a weight) is truncated once per ``bits``, not at every op."""
+    if x.dtype == torch.bfloat16 and bits >= 7:
+        return x
+    kept = getattr(x, "truncations", None)
+    if kept is None:
+        return _truncated(x, bits)
+    if bits not in kept:
+        kept[bits] = _truncated(x, bits)
+    return kept[bits]
+
+
+def keep_truncations(constant: torch.Tensor) -> torch.Tensor:
+    """Mark ``constant`` (a tensor no op writes, such as a weight) so that ``truncate_mantissa`` keeps what it computes."""
+    constant.truncations = {}
+    return constant
+
+
+def _truncated(x: torch.Tensor, bits: int) -> torch.Tensor:
     if x.dtype == torch.bfloat16:
-        if bits >= 7:
-            return x
         return (x.contiguous().view(torch.int16) & -(1 << (7 - bits))).view(torch.bfloat16)
     mask = -(1 << (23 - bits))  # ...1110000: sign, exponent and the top ``bits`` mantissa bits
     return (x.float().contiguous().view(torch.int32) & mask).view(torch.float32)
@@ -88,20 +104,17 @@ def fidelity_operands(src_a: torch.Tensor, src_b: torch.Tensor, fidelity) -> lis
 
     LoFi runs A_hi x B_hi; HiFi2 adds A_lo x B_hi; HiFi3 adds A_hi x B_lo; HiFi4 adds A_lo x B_lo
     (matrix_engine.md). Pairs sharing a factor are merged (A_hi x B_hi + A_lo x B_hi = A x B_hi), so
-    LoFi, HiFi2 and HiFi4 cost one product and HiFi3 two.
+    LoFi, HiFi2 and HiFi4 cost one product and HiFi3 two. Only the parts a fidelity reads are computed.
     """
-    a_high = truncate_mantissa(src_a, SRCA_HIGH)
-    b_high = truncate_mantissa(src_b, SRCB_HIGH)
     if fidelity == ttnn.MathFidelity.LoFi:
-        return [(a_high, b_high)]
-    a_full = truncate_mantissa(src_a, SRCA_FULL)
+        return [(truncate_mantissa(src_a, SRCA_HIGH), truncate_mantissa(src_b, SRCB_HIGH))]
     if fidelity == ttnn.MathFidelity.HiFi2:
-        return [(a_full, b_high)]
-    b_full = truncate_mantissa(src_b, SRCB_FULL)
+        return [(truncate_mantissa(src_a, SRCA_FULL), truncate_mantissa(src_b, SRCB_HIGH))]
     if fidelity == ttnn.MathFidelity.HiFi3:
-        return [(a_full, b_high), (a_high, b_full - b_high)]
+        b_high = truncate_mantissa(src_b, SRCB_HIGH)
+        return [(truncate_mantissa(src_a, SRCA_FULL), b_high), (truncate_mantissa(src_a, SRCA_HIGH), truncate_mantissa(src_b, SRCB_FULL) - b_high)]
     if fidelity == ttnn.MathFidelity.HiFi4:
-        return [(a_full, b_full)]
+        return [(truncate_mantissa(src_a, SRCA_FULL), truncate_mantissa(src_b, SRCB_FULL))]
     raise ValueError(f"unknown math fidelity {fidelity}")
 
 
@@ -122,10 +135,11 @@ def dest_product(src_a: torch.Tensor, src_b: torch.Tensor, config) -> torch.Tens
 
 
 def _float_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a x b`` in float32, computed in a fresh float32 copy of the larger operand (one allocation, not two)."""
+    """``a x b`` in float32 in one pass: the smaller operand converted to a float32 tensor (of at least one
+    dimension, so that it sets the result's dtype), the larger read as it is and converted on the fly."""
     if a.shape != torch.broadcast_shapes(a.shape, b.shape):
         a, b = b, a
-    return a.to(torch.float32, copy=True).mul_(b)
+    return torch.mul(a, b.float().reshape(b.shape or (1,)))
 
 
 def fidelity_matmul(in0: torch.Tensor, in1: torch.Tensor, fidelity) -> torch.Tensor:
@@ -251,10 +265,13 @@ def fast_exp(x: torch.Tensor) -> torch.Tensor:
     (SWAP with LREG14), ``i = A x + (B - C)`` (MAD), round to an unsigned 16-bit integer (SFP_STOCH_RND
     FP32_TO_UINT16, saturating), shift left by 15: the bits of the float result. The MAD is two float32
     roundings here, not one: ``i`` can differ only where A x + (B - C) is within 0.002 of a half-integer.
+    Rounding to an integer in [0, 65535] is done by adding 2**23 (the float32 whose bits are 0x4B000000 + the
+    integer, rounded half to even); shifted left by 15 the 0x4B000000 falls off the 32 bits, leaving the integer's.
+    Clamping before rounding equals clamping after: the bounds are integers.
     """
     mad = x.to(torch.float32, copy=True).clamp_(min=EXP_THRESHOLD).mul_(EXP_A).add_(EXP_B_MINUS_C)
-    integer = mad.round_().clamp_(0, 65535).to(torch.int32)
-    return integer.bitwise_left_shift_(15).view(torch.float32)
+    integer_bits = mad.clamp_(0, 65535).add_(2.0**23).view(torch.int32)
+    return integer_bits.bitwise_left_shift_(15).view(torch.float32)
 
 
 # -- ops, with the golden functions' signatures -----------------------------------------------------

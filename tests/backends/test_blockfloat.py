@@ -2,7 +2,8 @@
 
 The reference is ``ttnn.to_torch(ttnn.from_torch(t, dtype=..., layout=ttnn.TILE_LAYOUT))``, the real
 ttnn packing code (conftest calls prepare_host() so it runs without a card). Bit patterns are
-compared, so NaN payloads, signed zeros and subnormals count.
+compared, so NaN payloads, signed zeros and subnormals count. Every test runs on both ways of rounding
+block floats: the compiled one (``deit_tt.backends.blockfloat_native``) and the torch one used without a C compiler.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch
 import ttnn
 
 import deit_tt.backends.blockfloat as blockfloat
+from deit_tt.backends import blockfloat_native
 from deit_tt.backends.blockfloat import (
     bytes_per_tile,
     face_index_map,
@@ -30,6 +32,17 @@ from deit_tt.sharding import TILE_BYTES
 BLOCK_FLOATS = [pytest.param(ttnn.bfloat8_b, id="bfloat8_b"), pytest.param(ttnn.bfloat4_b, id="bfloat4_b")]
 INPUT_DTYPES = [pytest.param(torch.float32, id="fp32"), pytest.param(torch.bfloat16, id="bf16")]
 NEGATIVE_ZERO_BF16 = -0x8000
+
+
+@pytest.fixture(autouse=True, params=["compiled", "torch"])
+def rounding_path(request, monkeypatch):
+    """Each test once with the compiled block-float rounding and once with the torch ops."""
+    if request.param == "compiled":
+        if not blockfloat_native.available():
+            pytest.skip("no C compiler: block floats are rounded by the torch path only")
+    else:
+        monkeypatch.setattr(blockfloat_native, "round_rows", lambda *args: False)
+    return request.param
 
 
 def ttnn_stores(tensor: torch.Tensor, dtype) -> torch.Tensor:
@@ -226,6 +239,18 @@ def test_slices_and_fallback_rows(monkeypatch, dtype):
     x[1, 100, 100] = float("inf")
     x[1, 197, -1] = float("nan")
     assert_matches_ttnn(x, dtype)
+
+
+@pytest.mark.parametrize("dtype", BLOCK_FLOATS)
+@pytest.mark.parametrize("input_dtype", INPUT_DTYPES)
+def test_rows_split_over_threads(input_dtype, dtype):
+    # Enough rows for the compiled path to split them over torch's threads (and the torch path over slices), with
+    # rows for the exact rules (inf, NaN, tiny, huge) at the ends and in the middle of the split.
+    generator = torch.Generator().manual_seed(37)
+    x = torch.randn(8, 224, 768, generator=generator) * torch.exp2(torch.randint(-30, 30, (8, 224, 1), generator=generator).float())
+    x[0, 0, 0], x[3, 223, 767], x[4, 0, 20] = float("inf"), float("nan"), 2.0**120
+    x[7, 223, -16:] = 2.0**-110
+    assert_matches_ttnn(x.to(input_dtype), dtype)
 
 
 @pytest.mark.parametrize("dtype", BLOCK_FLOATS)
