@@ -31,6 +31,7 @@ from pathlib import Path
 import ttnn
 
 from deit_tt import settings
+from deit_tt.backends import ttnn_version
 from deit_tt.errors import UserFacingError
 
 RUNTIME_ROOT_ENV = "TT_METAL_RUNTIME_ROOT"
@@ -91,7 +92,6 @@ def require_binutils() -> None:
 
 def mock_root_dir() -> Path:
     """One mock runtime root per installed ttnn and stub version, under the deit_tt cache directory."""
-    from deit_tt.backends.runtime import ttnn_version
 
     stub_digest = hashlib.sha256(_stub_text().encode()).hexdigest()[:12]
     return settings.CACHE.path() / "mock-runtime" / f"ttnn-{ttnn_version()}-stub-{stub_digest}"

@@ -21,7 +21,7 @@ from importlib import resources
 
 import ttnn
 
-from deit_tt.backends import mock_device
+from deit_tt.backends import mock_device, ttnn_version
 from deit_tt import settings
 from deit_tt.errors import UserFacingError
 
@@ -108,11 +108,6 @@ class Runtime:
             ttnn.close_mesh_device(self.device)
             self.device = None
 
-
-def ttnn_version() -> str:
-    from importlib.metadata import version
-
-    return version("ttnn")
 
 
 def device_nodes() -> list[str]:

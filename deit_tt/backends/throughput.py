@@ -168,6 +168,7 @@ def tt_metal_loop(runner: tracing.SteadyState, host, iterations: int) -> None:
     keeps its ``outputs`` list (a non-blocking read writes into its tensor after the call returns)."""
     reads = list(runner.pipelined(itertools.repeat(host, iterations)))
     ttnn.synchronize_device(runner.device)
+    del reads  # only now complete
 
 
 def measure_untraced(pipeline: DeiTPipeline, iterations: int, warmup: int, pipeline_batches: int) -> dict:
@@ -179,6 +180,7 @@ def measure_untraced(pipeline: DeiTPipeline, iterations: int, warmup: int, pipel
     def loop(count):
         reads = [untraced_step(model, host) for _ in range(count)]  # kept until the reads are done, as above
         ttnn.synchronize_device(model.executor.device)
+        del reads
 
     loop(warmup)
     e2e = seconds(lambda: loop(iterations))

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 
 from deit_tt import settings
 from deit_tt.checkpoints.builtin import BUILT_IN_PREFIXES
-from deit_tt.settings import DEFAULT_MODEL
 
 PROBE_TIMEOUT = 1.0  # seconds for the TCP connection to the hub
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")

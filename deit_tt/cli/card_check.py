@@ -125,7 +125,7 @@ def check_setup() -> bool:
 
 
 def _open_error(error: RuntimeError) -> UserFacingError:
-    from deit_tt.backends.runtime import ttnn_version
+    from deit_tt.backends import ttnn_version
 
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return UserFacingError(
@@ -147,7 +147,8 @@ def _card_pipeline(checkpoint, policy, batch: int, **options):
 
 
 def device_section(card: bool, chip_name: str) -> Section:
-    from deit_tt.backends.runtime import CHIPS, select_runtime, ttnn_version
+    from deit_tt.backends import ttnn_version
+    from deit_tt.backends.runtime import CHIPS, select_runtime
 
     if not card:
         chip = CHIPS[chip_name]
@@ -337,7 +338,7 @@ def json_path(out: Path) -> Path:
 
 
 def write_report(out: Path, card: bool, model: str, policy: str, sections: dict[str, Section]) -> tuple[str, dict]:
-    from deit_tt.backends.runtime import ttnn_version
+    from deit_tt.backends import ttnn_version
 
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [

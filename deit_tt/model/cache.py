@@ -56,7 +56,7 @@ import ttnn
 
 from deit_tt import settings
 from deit_tt.errors import UserFacingError
-from deit_tt.backends.runtime import ttnn_version
+from deit_tt.backends import ttnn_version
 from deit_tt.model.policy import DtypePolicy, dtype_name
 from deit_tt.sharding.dims import enum_name
 

@@ -51,7 +51,7 @@ from deit_tt.analysis.pcc import pcc
 from deit_tt.model.policy import DtypePolicy, get_policy
 from deit_tt.backends.runtime import prepare_host
 from deit_tt.model.vocabulary import HEADS_BY_NAME, Head, heads_of
-from deit_tt.sharding import CLASS_PAD_MULTIPLE, TILE, ModelDims, round_up
+from deit_tt.sharding.dims import CLASS_PAD_MULTIPLE, TILE, ModelDims, round_up
 
 # Bump whenever the tensor layout produced here changes (names, shapes, ordering, padding):
 # it is part of the conversion cache key, so old cache entries are never reused for a new layout.

@@ -23,6 +23,7 @@ import functools
 import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import ttnn
@@ -30,7 +31,11 @@ import ttnn
 from deit_tt.backends.executor import Executor
 from deit_tt.model.conversion import DeiTParameters, deinterleave_qkv, fold_pixels, fused_classifier
 from deit_tt.model.vocabulary import ALL_STAGES, DISTILLATION_HEAD, EMBEDDINGS, FINAL_LAYERNORM, Head, layer_stage
-from deit_tt.sharding import TILE, ShardingPlan, attention_mask
+from deit_tt.sharding.dims import TILE
+from deit_tt.sharding.mask import attention_mask
+
+if TYPE_CHECKING:
+    from deit_tt.sharding.plan import ShardingPlan
 
 # Receives a stage as it is computed: (name, host tensor), as ``TtDeiTOutput.stages`` would hold it.
 StageCallback = Callable[[str, torch.Tensor], None]

@@ -24,7 +24,7 @@ op and the numbers.
 
 Modules: ``dims`` (tile constants, :class:`ModelDims`), ``rules`` (rule names, sources and ``check_*``
 functions), ``walk`` (the validating op walk and its L1 estimate), ``plan`` (:class:`ShardingPlan`,
-:func:`make_plan`, :func:`attention_mask`), ``published`` (:func:`compare_with_published`), ``core_maps``
+:func:`make_plan`), ``mask`` (:func:`attention_mask`), ``published`` (:func:`compare_with_published`), ``core_maps``
 (which core holds what: :func:`encoder_shard_map`, :func:`attention_shard_map`, :func:`l1_by_grid`). Everything
 public is importable from ``deit_tt.sharding``.
 
@@ -101,11 +101,10 @@ from deit_tt.sharding.rules import (
     check_split_heads_output,
     check_subblock_fits_dest,
 )
+from deit_tt.sharding.mask import MASKED_VALUE, attention_mask
 from deit_tt.sharding.plan import (
-    MASKED_VALUE,
     MATMUL_OPS,
     ShardingPlan,
-    attention_mask,
     core_range,
     largest_divisor_at_most,
     make_plan,

@@ -121,7 +121,7 @@ def walk(plan: ShardingPlan) -> list[Step]:
 
     The sequence is the model's own: ``TtDeiT.encoder_layer`` and ``TtDeiT.head`` run through a ``PlanningExecutor``
     on the layer's input as the embeddings leave it (on ``encoder_memory_config``)."""
-    from deit_tt.model.deit import TtDeiT  # deferred: the model imports the plan
+    from deit_tt.model.deit import TtDeiT  # deferred: importing the model runs this package's __init__, which imports this module
 
     check_model_dims("model", plan.dims)
     check_dtype("activations", plan.activation_dtype, ACTIVATION_DTYPES)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import ttnn
 
-from deit_tt.backends import runtime
+from deit_tt.backends import runtime, ttnn_version
 from deit_tt.errors import UserFacingError
 
 
@@ -78,7 +78,7 @@ def test_auto_executor_without_a_card_is_the_host_with_a_labelled_banner(no_card
     selected = runtime.select_runtime()
     assert selected.executor == "host" and selected.device is None and selected.computes_values
     banner = selected.banner()
-    assert "host" in banner and "n150" in banner and "8x8" in banner and runtime.ttnn_version() in banner
+    assert "host" in banner and "n150" in banner and "8x8" in banner and ttnn_version() in banner
 
 
 def test_chip_and_executor_come_from_the_environment(no_card, monkeypatch):

@@ -13,7 +13,8 @@ import torch
 from transformers import DeiTForImageClassificationWithTeacher
 
 from deit_tt.checkpoints.loading import random_config
-from deit_tt.checkpoints.hub import DEFAULT_MODEL, is_hub_id
+from deit_tt.checkpoints.hub import is_hub_id
+from deit_tt.settings import DEFAULT_MODEL
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -500,7 +500,7 @@ def test_a_header_field_added_later_resumes_older_files_through_its_legacy_value
 
 
 def test_default_results_path_names_everything_a_resumed_run_shares(tmp_path, dataset, monkeypatch):
-    from deit_tt.evaluation import compare_reference_by_default, default_results_path
+    from deit_tt.evaluation import compare_reference_by_default
 
     monkeypatch.setenv("DEIT_TT_RESULTS_DIR", str(tmp_path / "results"))
     predictor = ContentPredictor()
@@ -518,8 +518,6 @@ def test_default_results_path_names_everything_a_resumed_run_shares(tmp_path, da
 
 
 def test_compare_reference_for_applies_the_2000_image_rule():
-    from deit_tt.evaluation import compare_reference_for
-
     assert compare_reference_for("auto", 2000) and not compare_reference_for("auto", 2001)
     assert compare_reference_for("1", 50_000) and not compare_reference_for("0", 10)
 
