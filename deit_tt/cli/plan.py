@@ -91,6 +91,7 @@ def load_model_config(model: str | None):
 
 def format_plan(plan, model_name: str, chip_name: str) -> str:
     import pandas as pd
+    import ttnn
 
     from deit_tt.sharding import attention_mask
     from deit_tt.sharding.dims import enum_name
@@ -106,7 +107,7 @@ def format_plan(plan, model_name: str, chip_name: str) -> str:
         lines.append(plan.table().to_string(index=False))
     lines += ["", "program configs:"]
     for name, config in plan.configs().items():
-        if name == "layernorm_compute":
+        if isinstance(config, ttnn.WormholeComputeKernelConfig):  # ttnn prints no fields for these
             config = (
                 f"WormholeComputeKernelConfig(math_fidelity={enum_name(config.math_fidelity)}, "
                 f"math_approx_mode={config.math_approx_mode}, fp32_dest_acc_en={config.fp32_dest_acc_en}, "

@@ -527,6 +527,8 @@ def test_plan_command_prints_table_and_comparison(capsys):
     for op in OPS:
         assert op in out
     assert "ff1: MatmulMultiCoreReuseMultiCastProgramConfig" in out
+    assert "matmul_compute: WormholeComputeKernelConfig(math_fidelity=LoFi, math_approx_mode=False" in out
+    assert " object at 0x" not in out  # every config printed with its fields
     assert "attention mask: shape [8, 1, 1, 224]" in out
     assert "69 of 77 fields match the published design" in out
 
