@@ -199,3 +199,17 @@ def test_self_check_messages_quote_a_passage_of_the_notebooks_text(path):
             if message is None or not _quotes_the_text(message, text):
                 failures.append(f"cell {index} line {node.lineno}: {ast.unparse(node.msg) if node.msg else None}")
     assert not failures, f"{path.name}: self-check messages that quote no passage of the text:\n" + "\n".join(failures)
+
+
+def test_the_quotation_rule_refuses_misquotes_and_descriptions():
+    text = _plain("Every op's estimate stays *under* it: `make_plan` refuses a plan\nin which one does not fit.")
+
+    def message(source: str) -> str | None:
+        return _message_text(ast.parse(source, mode="eval").body)
+
+    assert _quotes_the_text(message("""f'"Every op\\'s estimate stays under it": {peak}'"""), text)
+    assert _quotes_the_text(message("""('“`make_plan` refuses a plan … does not fit”', table)"""), text)
+    assert not _quotes_the_text(message("""'"every estimate stays under the bank"'"""), text)  # words the text does not say
+    assert not _quotes_the_text(message("""'the estimate stays under it'"""), text)  # a description, no quotation
+    assert not _quotes_the_text(message("""'"under it": the peak'"""), text)  # three words at least: two are not distinctive
+    assert not _quotes_the_text(message("""f'"Every op\\'s {what} stays under it"'"""), text)  # not constant text
