@@ -133,3 +133,83 @@ def test_claim_checks_live_in_self_checks_and_name_their_sentence(path):
     for cell in checks:
         unnamed = [node.lineno for node in _asserts(cell) if node.msg is None]
         assert not unnamed, f"{path.name}: self-check {cell.source.splitlines()[0]!r}: asserts on lines {unnamed} name no sentence"
+
+
+# -- self-check messages quote the text they guard -------------------------------------------------------------------
+
+QUOTATION = re.compile(r'"([^"]+)"|“([^”]+)”')
+ELLIPSIS = re.compile(r"\s*(?:…|\.\.\.)\s*")
+SHORTEST_QUOTATION_WORDS = 3
+FORMATTED_VALUE = "\0"  # stands for an f-string's {expression}: a quotation must not span one
+
+
+def _plain(text: str) -> str:
+    """Markdown as read: links by their text, no emphasis or code marks, whitespace collapsed."""
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", text)
+    text = re.sub(r"[*`]|(?<!\w)_+|_+(?!\w)", "", text)
+    return " ".join(text.split())
+
+
+def _message_text(node: ast.expr) -> str | None:
+    """A message's constant text (f-string expressions become FORMATTED_VALUE); None if it is not a string literal."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(part.value if isinstance(part, ast.Constant) else FORMATTED_VALUE for part in node.values)
+    if isinstance(node, ast.Tuple):  # `assert ok, ("quotation", value)` shows the value too
+        texts = [_message_text(element) for element in node.elts]
+        return None if all(text is None for text in texts) else " ".join(filter(None, texts))
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _message_text(node.left), _message_text(node.right)
+        return None if left is None or right is None else left + right
+    return None
+
+
+def _quotes_the_text(message: str, text: str) -> bool:
+    """The message holds a quotation (straight or curly double quotes) of at least SHORTEST_QUOTATION_WORDS words
+    whose pieces (split at an ellipsis) appear, in order, in the notebook's markdown."""
+    for match in QUOTATION.finditer(message):
+        quotation = _plain(match.group(1) or match.group(2))
+        if FORMATTED_VALUE in quotation or len(quotation.split()) < SHORTEST_QUOTATION_WORDS:
+            continue
+        position = 0
+        for piece in filter(None, ELLIPSIS.split(quotation)):
+            position = text.find(piece, position)
+            if position < 0:
+                break
+            position += len(piece)
+        else:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_self_check_messages_quote_a_passage_of_the_notebooks_text(path):
+    """Each self-check assert's message quotes, in double quotes, a passage of this notebook's markdown verbatim
+    (whitespace, links, emphasis and backticks aside; an ellipsis may shorten it): the sentence the assert guards,
+    so that a reader of a failure can find it and an edit of the text that drops the claim breaks the check."""
+    notebook = _load(path)
+    text = _plain("\n".join(cell.source for cell in notebook.cells if cell.cell_type == "markdown"))
+    failures = []
+    for index, cell in enumerate(notebook.cells):
+        if not _is_self_check(cell):
+            continue
+        for node in _asserts(cell):
+            message = None if node.msg is None else _message_text(node.msg)
+            if message is None or not _quotes_the_text(message, text):
+                failures.append(f"cell {index} line {node.lineno}: {ast.unparse(node.msg) if node.msg else None}")
+    assert not failures, f"{path.name}: self-check messages that quote no passage of the text:\n" + "\n".join(failures)
+
+
+def test_the_quotation_rule_refuses_misquotes_and_descriptions():
+    text = _plain("Every op's estimate stays *under* it: `make_plan` refuses a plan\nin which one does not fit.")
+
+    def message(source: str) -> str | None:
+        return _message_text(ast.parse(source, mode="eval").body)
+
+    assert _quotes_the_text(message("""f'"Every op\\'s estimate stays under it": {peak}'"""), text)
+    assert _quotes_the_text(message("""('“`make_plan` refuses a plan … does not fit”', table)"""), text)
+    assert not _quotes_the_text(message("""'"every estimate stays under the bank"'"""), text)  # words the text does not say
+    assert not _quotes_the_text(message("""'the estimate stays under it'"""), text)  # a description, no quotation
+    assert not _quotes_the_text(message("""'"under it": the peak'"""), text)  # three words at least: two are not distinctive
+    assert not _quotes_the_text(message("""f'"Every op\\'s {what} stays under it"'"""), text)  # not constant text
