@@ -283,16 +283,13 @@ def device_calls_stubbed(runner: tracing.SteadyState):
 
 
 def host_loop_cost(runner: tracing.SteadyState, batches: int = LOOP_BATCHES) -> dict:
-    """Milliseconds per batch of the traced loop's host side, the device calls stubbed: the worker's conversion
-    (and the same with float32 handed to ttnn, as before), the loop thread's read-back, ``SteadyState.run`` as a
-    whole after its first batch (worker and loop thread overlapping), tt-metal's loop (no conversion either way),
-    and ``SteadyState.run`` fed by JPEG decoding as the pipeline rate is (``decoded_batches``)."""
-    model, images = runner.model, runner.model.images_per_forward
+    """Milliseconds per batch of the traced loop's host side, the device calls stubbed: the worker's conversion,
+    the loop thread's read-back, ``SteadyState.run`` as a whole after its first batch (worker and loop thread
+    overlapping), tt-metal's loop (no conversion either way), and ``SteadyState.run`` fed by JPEG decoding as the
+    pipeline rate is (``decoded_batches``)."""
+    images = runner.model.images_per_forward
     pixels = [random_pixels(images) + index for index in range(4)]
-    cost = {
-        "convert (worker)": best_ms(lambda: runner.host_batch(pixels[0])),
-        "convert, float32 to ttnn": best_ms(lambda: model.host_pixels(pixels[0])),
-    }
+    cost = {"convert (worker)": best_ms(lambda: runner.host_batch(pixels[0]))}
     with device_calls_stubbed(runner) as host_logits:
         cost["read back (loop)"] = best_ms(lambda: runner._finish(host_logits))
         run = pipeline_rate(runner.run(pixels[index % 4] for index in range(batches)), images)

@@ -102,7 +102,7 @@ def test_the_mock_part_runs_and_only_the_loop_s_host_side_is_timed():
         "the forward from the staged input run"
     )
     figures = re.fullmatch(
-        r"host side per batch of 8, device calls stubbed \(ms\): convert \(worker\) ([\d.]+), convert, float32 to ttnn ([\d.]+), "
+        r"host side per batch of 8, device calls stubbed \(ms\): convert \(worker\) ([\d.]+), "
         r"read back \(loop\) ([\d.]+), SteadyState.run ([\d.]+), tt-metal's loop ([\d.]+), with decoding ([\d.]+) \| budget 5.44 ms at tt-metal's "
         r"1,470 img/s \(N150, 1 chip\(s\)\); host figures of this machine, no device time",
         lines[3],
