@@ -49,7 +49,7 @@ $(VISUALIZER_VENV)/.installed: pyproject.toml
 
 test: $(STAMP) $(VISUALIZER_VENV)/.installed
 	PATH="$$PATH:$(CURDIR)/$(VISUALIZER_VENV)/bin" $(BIN)/python -m pytest -q tests --timeout=900 --durations=15
-	$(MAKE) --no-print-directory -B executed-notebooks
+	rm -f $(EXECUTED)/.done && $(MAKE) --no-print-directory executed-notebooks
 
 executed-notebooks: $(EXECUTED)/.done
 $(EXECUTED)/.done: $(STAMP) $(wildcard notebooks/*.ipynb)
