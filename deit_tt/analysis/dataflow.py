@@ -69,7 +69,7 @@ def draw_dataflow(plan, title: str | None = None):
     axes.set_xlim(0, 1)
     axes.set_ylim(0, len(table))
     axes.axis("off")
-    axes.set_title(title or f"one encoder layer and the head, batch {plan.batch} on a {fmt_grid(plan.grid)} device grid", fontsize=10)
+    axes.set_title(title or f"one encoder layer and the head, batch {plan.batch}, device grid {fmt_grid(plan.grid)}", fontsize=10)
     figure.tight_layout()
     return figure
 
