@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -12,8 +13,16 @@ from deit_tt.backends.runtime import card_present, prepare_host
 
 # Host-side TILE/bfloat8_b conversion needs a cluster description before the first conversion.
 prepare_host()
-# One conversion cache for the whole session (notebook kernels inherit it), never the user's.
-os.environ.setdefault("DEIT_TT_CACHE", tempfile.mkdtemp(prefix="deit-tt-test-cache-"))
+# One conversion cache for the whole session (notebook kernels inherit it), never the user's; removed at the end
+# (with the mock runtime in it, about 2 GB).
+SESSION_CACHE = None if os.environ.get("DEIT_TT_CACHE") else tempfile.mkdtemp(prefix="deit-tt-test-cache-")
+if SESSION_CACHE:
+    os.environ["DEIT_TT_CACHE"] = SESSION_CACHE
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if SESSION_CACHE:
+        shutil.rmtree(SESSION_CACHE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):
