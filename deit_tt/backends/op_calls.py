@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 import ttnn
 
-from deit_tt.sharding.dims import op_name
+from deit_tt.sharding.dims import describe_compute_config, dtype_name, op_name
 
 
 @dataclass
@@ -126,19 +126,15 @@ def plan_objects(calls: list[OpCall], plan) -> dict[str, object]:
 def describe_tensor(tensor) -> str:
     """``[1792, 192] bfloat8_b``: shape and the ttnn dtype it is stored in (host tensors carry ``ttnn_dtype``)."""
     dtype = tensor.dtype if isinstance(tensor, ttnn.Tensor) else getattr(tensor, "ttnn_dtype", tensor.dtype)
-    return f"{list(tensor.shape)} {str(dtype).split('.')[-1].lower()}"
+    return f"{list(tensor.shape)} {dtype_name(dtype)}"
 
 
 def describe_value(value) -> str:
     """A readable form of an op argument; ttnn's compute kernel configs have no repr of their own."""
     if isinstance(value, ttnn.WormholeComputeKernelConfig):
-        return (
-            f"WormholeComputeKernelConfig(math_fidelity={str(value.math_fidelity).split('.')[-1]}, "
-            f"math_approx_mode={value.math_approx_mode}, fp32_dest_acc_en={value.fp32_dest_acc_en}, "
-            f"packer_l1_acc={value.packer_l1_acc})"
-        )
+        return describe_compute_config(value)
     if isinstance(value, ttnn.DataType):
-        return str(value).split(".")[-1].lower()
+        return dtype_name(value)
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)

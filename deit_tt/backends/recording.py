@@ -28,7 +28,7 @@ import torch
 import ttnn
 
 from deit_tt.backends.executor import DeviceExecutor
-from deit_tt.sharding.dims import op_name
+from deit_tt.sharding.dims import dtype_name, enum_name, op_name
 
 
 @dataclass(frozen=True)
@@ -97,15 +97,15 @@ def op_l1_usage(op, args, kwargs):
 def describe_placement(tensor) -> str:
     """Where a device tensor lives, compactly: ``L1 block 224x96@8x8 bfloat8_b``, ``DRAM interleaved bfloat16``."""
     config = tensor.memory_config()
-    layout = _name(config.memory_layout).removesuffix("_SHARDED").lower()
-    where = f"{_name(config.buffer_type)} {layout}"
+    layout = enum_name(config.memory_layout).removesuffix("_SHARDED").lower()
+    where = f"{enum_name(config.buffer_type)} {layout}"
     spec = config.shard_spec
     if spec is not None:
         box = spec.grid.bounding_box()
         cols, rows = box.end.x - box.start.x + 1, box.end.y - box.start.y + 1
         cores = f"{cols}x{rows}" if spec.num_cores() == cols * rows else f"{spec.num_cores()} cores"
         where += f" {spec.shape[0]}x{spec.shape[1]}@{cores}"
-    return f"{where} {_name(tensor.dtype).lower()}"
+    return f"{where} {dtype_name(tensor.dtype)}"
 
 
 def records_table(records: list[OpRecord], plan, l1_bank_bytes: int) -> pd.DataFrame:
@@ -208,10 +208,6 @@ def _tensors(args, kwargs):
         for item in value if isinstance(value, (list, tuple)) else (value,):
             if isinstance(item, ttnn.Tensor):
                 yield item
-
-
-def _name(enum_value) -> str:
-    return str(enum_value).split(".")[-1]
 
 
 @dataclass

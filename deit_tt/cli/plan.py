@@ -94,7 +94,7 @@ def format_plan(plan, model_name: str, chip_name: str) -> str:
     import ttnn
 
     from deit_tt.sharding import attention_mask
-    from deit_tt.sharding.dims import enum_name
+    from deit_tt.sharding.dims import describe_compute_config, enum_name
 
     lines = [
         f"model: {model_name} | chip: {chip_name} (compute grid {plan.grid[0]}x{plan.grid[1]}, "
@@ -108,11 +108,7 @@ def format_plan(plan, model_name: str, chip_name: str) -> str:
     lines += ["", "program configs:"]
     for name, config in plan.configs().items():
         if isinstance(config, ttnn.WormholeComputeKernelConfig):  # ttnn prints no fields for these
-            config = (
-                f"WormholeComputeKernelConfig(math_fidelity={enum_name(config.math_fidelity)}, "
-                f"math_approx_mode={config.math_approx_mode}, fp32_dest_acc_en={config.fp32_dest_acc_en}, "
-                f"packer_l1_acc={config.packer_l1_acc})"
-            )
+            config = describe_compute_config(config)
         lines.append(f"  {name}: {config}")
     lines += ["", "memory configs:"]
     for name, memory_config in plan.memory_configs().items():
@@ -123,7 +119,7 @@ def format_plan(plan, model_name: str, chip_name: str) -> str:
             where = "shard spec filled in by the op" if memory_config.is_sharded() else "interleaved"
         else:
             box = spec.grid.bounding_box()
-            where = f"grid {box.end.x + 1}x{box.end.y + 1}, shard {spec.shape[0]}x{spec.shape[1]}, {str(spec.orientation).split('.')[-1]}"
+            where = f"grid {box.end.x + 1}x{box.end.y + 1}, shard {spec.shape[0]}x{spec.shape[1]}, {enum_name(spec.orientation)}"
         lines.append(f"  {name}: {buffer} {layout} ({where})")
     mask = attention_mask(plan)
     lines += [

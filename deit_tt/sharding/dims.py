@@ -37,6 +37,15 @@ def dtype_name(dtype) -> str:
     return enum_name(dtype).lower()
 
 
+def describe_compute_config(config) -> str:
+    """A compute kernel config with its fields: ttnn's own repr of one is its address."""
+    return (
+        f"WormholeComputeKernelConfig(math_fidelity={enum_name(config.math_fidelity)}, "
+        f"math_approx_mode={config.math_approx_mode}, fp32_dest_acc_en={config.fp32_dest_acc_en}, "
+        f"packer_l1_acc={config.packer_l1_acc})"
+    )
+
+
 def tile_bytes(dtype) -> int:
     """Bytes of one 32x32 tile of ``dtype`` as ttnn stores it in L1."""
     if dtype not in TILE_BYTES:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from deit_tt.sharding.dims import fmt_grid, grid_of
+from deit_tt.sharding.dims import enum_name, fmt_grid, grid_of
 from deit_tt.sharding.plan import ShardingPlan
 from deit_tt.sharding.walk import walk
 
@@ -98,9 +98,9 @@ def _derived_value(plan: ShardingPlan, key: str, fld: str, steps: dict):
         return fmt_grid(grid_of(obj))
     value = getattr(obj, fld)
     if fld == "fused_activation":
-        return None if value is None else str(value.op_type).split(".")[-1]
+        return None if value is None else enum_name(value.op_type)
     if fld == "math_fidelity":
-        return str(value).split(".")[-1]
+        return enum_name(value)
     return value
 
 

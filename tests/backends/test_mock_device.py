@@ -27,6 +27,7 @@ from deit_tt.pipeline import DeiTPipeline
 from deit_tt.model.policy import get_policy
 from deit_tt.sharding import ALL_RULES
 from deit_tt.sharding.walk import walk
+from deit_tt.sharding.dims import dtype_name, enum_name
 from deit_tt.model.vocabulary import ALL_STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -238,8 +239,8 @@ def test_plan_walk_and_dry_run_agree_op_by_op(mock_n150, distilled):
 
 def _placement(tensor) -> str:
     """A walk tensor as ``recording.describe_placement`` describes a device tensor."""
-    layout = str(tensor.layout).split(".")[-1].removesuffix("_SHARDED").lower()
-    return f"L1 {layout} {tensor.shard[0]}x{tensor.shard[1]}@{tensor.grid[0]}x{tensor.grid[1]} {str(tensor.dtype).split('.')[-1].lower()}"
+    layout = enum_name(tensor.layout).removesuffix("_SHARDED").lower()
+    return f"L1 {layout} {tensor.shard[0]}x{tensor.shard[1]}@{tensor.grid[0]}x{tensor.grid[1]} {dtype_name(tensor.dtype)}"
 
 
 @needs_mock
