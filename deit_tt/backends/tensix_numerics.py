@@ -135,11 +135,12 @@ def dest_product(src_a: torch.Tensor, src_b: torch.Tensor, config) -> torch.Tens
 
 
 def _float_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a x b`` in float32 in one pass: the smaller operand converted to a float32 tensor (of at least one
-    dimension, so that it sets the result's dtype), the larger read as it is and converted on the fly."""
+    """``a x b`` in float32: the larger operand copied to float32 and multiplied in place. (Letting torch.mul
+    convert a bfloat16 operand on the fly, one pass, takes torch's unvectorised mixed-dtype loop: 5.1 ms
+    against 1.1 ms for 8x12x224x224 on 2 cores.)"""
     if a.shape != torch.broadcast_shapes(a.shape, b.shape):
         a, b = b, a
-    return torch.mul(a, b.float().reshape(b.shape or (1,)))
+    return a.to(torch.float32, copy=True).mul_(b)
 
 
 def fidelity_matmul(in0: torch.Tensor, in1: torch.Tensor, fidelity) -> torch.Tensor:
