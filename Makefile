@@ -14,6 +14,11 @@ export LOGURU_LEVEL ?= WARNING
 # Idle OpenMP threads spin by default: on 2 shared cores that made host forwards up to 10x slower (benchmarks/host_vs_hugging_face.py).
 export OMP_WAIT_POLICY ?= PASSIVE
 
+# Tests run in this many pytest-xdist worker processes, each test file in one of them (its module fixtures built once).
+# Two on the 2-core machines CI runs on: much of the suite waits on subprocesses and imports, not on both cores.
+TEST_WORKERS ?= 2
+XDIST := --numprocesses=$(TEST_WORKERS) --dist=loadfile
+
 .PHONY: demo lab test test-fast book executed-notebooks clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
@@ -48,13 +53,13 @@ $(VISUALIZER_VENV)/.installed: pyproject.toml
 	touch $@
 
 test: $(STAMP) $(VISUALIZER_VENV)/.installed
-	PATH="$$PATH:$(CURDIR)/$(VISUALIZER_VENV)/bin" $(BIN)/python -m pytest -q tests --timeout=900 --durations=15
+	PATH="$$PATH:$(CURDIR)/$(VISUALIZER_VENV)/bin" $(BIN)/python -m pytest -q tests $(XDIST) --timeout=900 --durations=15
 	rm -f $(EXECUTED)/.done && $(MAKE) --no-print-directory executed-notebooks
 
 executed-notebooks: $(EXECUTED)/.done
 $(EXECUTED)/.done: $(STAMP) $(wildcard notebooks/*.ipynb)
 	rm -rf $(EXECUTED) && mkdir -p $(EXECUTED) build/empty-hub-cache && cp notebooks/*.ipynb $(EXECUTED)/
-	$(NOTEBOOK_ENV) $(BIN)/python -m pytest -q $(EXECUTED) --nbmake --nbmake-kernel=python3 --overwrite --timeout=900
+	$(NOTEBOOK_ENV) $(BIN)/python -m pytest -q $(EXECUTED) $(XDIST) --nbmake --nbmake-kernel=python3 --overwrite --timeout=900
 	touch $@
 
 # The renderer is nbconvert's HTML exporter: already installed (jupyterlab needs it), one page per notebook with
@@ -63,7 +68,7 @@ $(EXECUTED)/.done: $(STAMP) $(wildcard notebooks/*.ipynb)
 # notebooks are executed once, by the test run, and only rendered. A notebook with an error output is refused.
 # Everything but the mock matrix (one subprocess per chip), the browser tests and the notebooks.
 test-fast: $(STAMP)
-	time $(BIN)/python -m pytest -q tests --timeout=900 -m "not browser" -k "not every_size_head_batch_and_policy"
+	time $(BIN)/python -m pytest -q tests $(XDIST) --timeout=900 -m "not browser" -k "not every_size_head_batch_and_policy"
 
 book: executed-notebooks
 	$(BIN)/python scripts/build_book.py $(EXECUTED) build/book

@@ -140,7 +140,7 @@ def _float_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     against 1.1 ms for 8x12x224x224 on 2 cores.)"""
     if a.shape != torch.broadcast_shapes(a.shape, b.shape):
         a, b = b, a
-    return a.to(torch.float32, copy=True).mul_(b)
+    return a.to(torch.float32, copy=True).mul_(b.float())
 
 
 def fidelity_matmul(in0: torch.Tensor, in1: torch.Tensor, fidelity) -> torch.Tensor:
