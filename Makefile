@@ -59,7 +59,7 @@ test: $(STAMP) $(VISUALIZER_VENV)/.installed
 executed-notebooks: $(EXECUTED)/.done
 $(EXECUTED)/.done: $(STAMP) $(wildcard notebooks/*.ipynb)
 	rm -rf $(EXECUTED) && mkdir -p $(EXECUTED) build/empty-hub-cache && cp notebooks/*.ipynb $(EXECUTED)/
-	$(NOTEBOOK_ENV) $(BIN)/python -m pytest -q $(EXECUTED) $(XDIST) --nbmake --nbmake-kernel=python3 --overwrite --timeout=900
+	$(NOTEBOOK_ENV) $(BIN)/python -m pytest -q $(EXECUTED) $(XDIST) --nbmake --nbmake-kernel=python3 --overwrite --timeout=900 --durations=0
 	touch $@
 
 # The renderer is nbconvert's HTML exporter: already installed (jupyterlab needs it), one page per notebook with

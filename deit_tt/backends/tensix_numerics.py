@@ -321,7 +321,8 @@ def softmax(input_tensor, scale=None, mask=None, *, compute_kernel_config, **_):
     ttnn/cpp/ttnn/operations/normalization/softmax/device/kernels/attention/compute/softmax_sharded.cpp:
     scale and mask applied in dest (L95-120), row max, ``exp(x - max)`` with ``Exp<EXP_APPROX>`` (L126-147;
     EXP_APPROX is ``math_approx_mode``), exps packed to a CB (bf16 unless fp32 dest), SUM reduce with the
-    reciprocal (L151-160), then exps x 1/sum. The reciprocal is modelled exact, then rounded.
+    reciprocal (L151-160), then exps x 1/sum in dest (``ckl::mul``, L176-183), packed from there. The reciprocal
+    is modelled exact, then rounded.
     """
     config = compute_kernel_config
     x = in_dest(input_tensor, config)
@@ -332,7 +333,7 @@ def softmax(input_tensor, scale=None, mask=None, *, compute_kernel_config, **_):
     shifted = dest_round(x - x.amax(dim=-1, keepdim=True), config)
     exps = dest_round(fast_exp(shifted) if config.math_approx_mode else torch.exp(shifted), config)
     recip = dest_round(1.0 / reduce_sum(exps, 1.0, config), config)
-    return fidelity_multiply(exps, recip, config.math_fidelity)
+    return dest_product(exps, recip, config)
 
 
 def layer_norm(input_tensor, *, epsilon=1e-12, weight=None, bias=None, compute_kernel_config, **_):

@@ -103,6 +103,16 @@ def test_fast_exp_at_chosen_points():
     assert tn.fast_exp(x).tolist() == [0.5 * (1 + 245 / 256), 0.25 * (1 + 131 / 256), 0.0]
 
 
+@pytest.mark.parametrize("fp32, stored", [(False, torch.bfloat16), (True, torch.float32)])
+def test_softmax_probabilities_are_packed_from_dest(fp32, stored):
+    # softmax_sharded.cpp: exps x 1/sum is a ckl::mul into dest, packed from there: a Float16_b dest holds the
+    # products rounded to bfloat16 (the pack to bfloat8_b starts from those), a float32 dest keeps them exact.
+    scores = torch.randn(2, 3, 32, 64, generator=torch.Generator().manual_seed(0)).bfloat16()
+    probabilities = tn.softmax(scores, compute_kernel_config=config(FIDELITY.HiFi4, approx=True, fp32=fp32, l1_acc=False))
+    assert probabilities.dtype == stored
+    assert torch.allclose(probabilities.float().sum(-1), torch.ones(2, 3, 32), atol=0.02)
+
+
 @pytest.mark.parametrize(
     "x, expected",
     [
