@@ -14,8 +14,9 @@ export LOGURU_LEVEL ?= WARNING
 # Idle OpenMP threads spin by default: on 2 shared cores that made host forwards up to 10x slower (benchmarks/host_vs_hugging_face.py).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-# Tests run in this many pytest-xdist worker processes, each test file in one of them (its module fixtures built once).
-# Two on the 2-core machines CI runs on: much of the suite waits on subprocesses and imports, not on both cores.
+# The suite runs in this many pytest-xdist worker processes, each test file in one of them (its module fixtures built
+# once). Two on the 2-core machines CI runs on: much of the suite waits on subprocesses and imports, not on both cores.
+# The notebooks run one after another: notebook 05 alone takes most of their time, and two at once only share the cores.
 TEST_WORKERS ?= 2
 XDIST := --numprocesses=$(TEST_WORKERS) --dist=loadfile
 
@@ -59,7 +60,7 @@ test: $(STAMP) $(VISUALIZER_VENV)/.installed
 executed-notebooks: $(EXECUTED)/.done
 $(EXECUTED)/.done: $(STAMP) $(wildcard notebooks/*.ipynb)
 	rm -rf $(EXECUTED) && mkdir -p $(EXECUTED) build/empty-hub-cache && cp notebooks/*.ipynb $(EXECUTED)/
-	$(NOTEBOOK_ENV) $(BIN)/python -m pytest -q $(EXECUTED) $(XDIST) --nbmake --nbmake-kernel=python3 --overwrite --timeout=900 --durations=0
+	$(NOTEBOOK_ENV) $(BIN)/python -m pytest -q $(EXECUTED) --nbmake --nbmake-kernel=python3 --overwrite --timeout=900 --durations=0
 	touch $@
 
 # The renderer is nbconvert's HTML exporter: already installed (jupyterlab needs it), one page per notebook with
