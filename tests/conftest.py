@@ -26,6 +26,10 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_collection_modifyitems(config, items):
+    # Files holding a slow test first, each file's order kept: make test's workers (pytest-xdist, a file per worker)
+    # then end together, instead of one running the held-out scenes alone after the other has finished.
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
     if card_present():
         return
     skip = pytest.mark.skip(reason="needs a Tenstorrent card: no /dev/tenstorrent* device visible to ttnn")

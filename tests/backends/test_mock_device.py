@@ -372,6 +372,7 @@ def test_plan_dry_run_prints_ttnn_s_per_op_allocation_and_the_peak():
 
 
 @needs_mock
+@pytest.mark.slow
 @pytest.mark.parametrize("chip", MATRIX_CHIPS)
 def test_every_size_head_batch_and_policy_runs_on_the_mock_or_is_refused_by_a_named_rule(mock_processes, chip):
     finished = mock_processes[chip].result()

@@ -101,6 +101,7 @@ def in_namespace(namespaces: bool, setup: str, after: str | None = None) -> tupl
 # -- 1. two evaluations, one results file ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_evaluation_of_a_results_file_refuses_at_once_and_the_first_completes(corpus, environment, scratch):
     out = scratch / "shared.jsonl"
     lock = out.with_name(out.name + ".lock")
