@@ -38,9 +38,9 @@ lab: $(STAMP)
 
 # Notebooks run as a learner without the hub runs them: no DEIT_TT_MODEL, no hub (HF_HUB_OFFLINE) and an empty
 # hub cache, so each takes its offline default (random:tiny or shapes:tiny, named in its banner). Notebook 05
-# trains on 300 scenes (its student for 0.3 minutes) and checks 24 held-out scenes per policy unless told otherwise. They are executed ONCE,
-# in a copy under build/executed (nbmake --overwrite keeps the outputs there), and `make book` renders that copy:
-# the book is the test run, and CI pays for one execution.
+# trains on 300 scenes (its student for 0.3 minutes) and checks 24 held-out scenes per policy unless told
+# otherwise. They are executed ONCE, in a copy under build/executed (nbmake --overwrite keeps the outputs there),
+# and `make book` renders that copy: the book is the test run, and CI pays for one execution.
 EXECUTED := build/executed
 NOTEBOOK_ENV := env -u DEIT_TT_MODEL HF_HUB_OFFLINE=1 HF_HUB_CACHE=$(CURDIR)/build/empty-hub-cache \
 	DEIT_TT_TRAIN_MINUTES=$${DEIT_TT_TRAIN_MINUTES:-0.3} DEIT_TT_TRAIN_IMAGES=$${DEIT_TT_TRAIN_IMAGES:-300} DEIT_TT_HELD_OUT=$${DEIT_TT_HELD_OUT:-24}
