@@ -65,7 +65,7 @@ def test_a_model_not_trained_on_the_scenes_has_no_teacher_or_training_record(tin
     assert training_record("shapes:tiny")["settings"]["layers"] == 12
 
 
-@pytest.mark.slow  # the held-out table: 1,000 scenes through ttnn, 2-4 minutes
+@pytest.mark.slow  # these three read the held-out table: 1,000 scenes through ttnn, 2-4 minutes
 def test_accuracy_through_ttnn_is_within_a_point_of_hugging_face_fp32(held_out):
     summary = held_out_summary(held_out).set_index(["pipeline", "head"])["accuracy %"]
     assert summary["hf", "average"] > 70  # the student has learned: chance is 10 %
@@ -73,13 +73,13 @@ def test_accuracy_through_ttnn_is_within_a_point_of_hugging_face_fp32(held_out):
         assert abs(summary["ttnn", head] - summary["hf", head]) <= 1.0, summary
 
 
-@pytest.mark.slow  # the held-out table: 1,000 scenes through ttnn, 2-4 minutes
+@pytest.mark.slow
 def test_the_distillation_head_follows_the_teacher_more_often_than_the_cls_head(held_out):
     agreement = held_out_summary(held_out).set_index(["pipeline", "head"])["agrees with teacher %"]
     assert agreement["ttnn", "distillation"] > agreement["ttnn", "cls"], agreement
 
 
-@pytest.mark.slow  # the held-out table: 1,000 scenes through ttnn, 2-4 minutes
+@pytest.mark.slow
 def test_both_tokens_rollouts_peak_inside_the_object_box_on_most_scenes(held_out):
     rates = localisation_rates(held_out)
     assert rates["cls"] > 60 and rates["distillation"] > 60, rates
