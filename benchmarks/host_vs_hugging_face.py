@@ -12,7 +12,7 @@ The host ``tensix`` numerics is a model of a Tensix core built from sources, not
 ``--profile`` also runs one forward of each numerics under torch.profiler and prints where the time goes: by
 ttnn op (the executor's ``run``) and by primitive (GEMM, block-float rounding, softmax, LayerNorm, copies and
 layout, other elementwise work), each aten op's own time attributed to the innermost of these it runs in (and the
-rounding scopes' own time, which is the compiled block-float rounding of ``deit_tt.backends.blockfloat_native``).
+rounding scopes' own time, which is the compiled block-float rounding of ``deit_tt.backends.native``).
 
 OpenMP's threads wait for work passively here (``OMP_WAIT_POLICY=PASSIVE`` unless set otherwise, before torch
 loads): with the default spinning wait, on 2 cores shared with other processes, a 2-thread host forward of
@@ -32,7 +32,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once, when OpenMP lo
 import torch  # noqa: E402
 import ttnn  # noqa: E402
 
-from deit_tt.backends import blockfloat_native  # noqa: E402
+from deit_tt.backends import native  # noqa: E402
 from deit_tt.backends import executor as executor_module  # noqa: E402
 from deit_tt.backends import tensix_numerics  # noqa: E402
 from deit_tt.backends.executor import HostExecutor, native_bfloat16_matmul  # noqa: E402
@@ -148,7 +148,7 @@ def profile_forward(pipeline, pixels) -> None:
     by_op, by_primitive, by_both = collections.Counter(), collections.Counter(), collections.Counter()
     for event in profiler.events():
         if event.name in (_BLOCK_FLOAT_SCOPE, _BFLOAT16_SCOPE):
-            seconds = event.self_cpu_time_total / 1e6  # outside aten ops: the compiled rounding (blockfloat_native)
+            seconds = event.self_cpu_time_total / 1e6  # outside aten ops: the compiled rounding (native)
         elif event.name.startswith("aten::") and not (event.cpu_parent is not None and event.cpu_parent.name.startswith("aten::")):
             seconds = event.cpu_time_total / 1e6  # a top-level aten call: its total covers the aten ops it calls
         else:
@@ -185,7 +185,7 @@ def main() -> None:
     print(
         f"cpu capability: {torch.backends.cpu.get_cpu_capability()}  native bf16 GEMM: {native_bfloat16_matmul()}  "
         f"threads: {torch.get_num_threads()} of {os.cpu_count()} cores (OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']})  "
-        f"block-float rounding: {'compiled' if blockfloat_native.available() else 'torch ops (no C compiler)'}  batch: {args.batch}  policy: {args.policy}  "
+        f"block-float rounding: {'compiled' if native.available() else 'torch ops (no C compiler)'}  batch: {args.batch}  policy: {args.policy}  "
         f"best of {args.rounds} interleaved rounds",
         flush=True,
     )

@@ -35,7 +35,7 @@ Every stored value is m * 2**(E - 133) (bfloat8_b) with m < 128 and a normal exp
 most 7 significant bits where bfloat16 has 8: it is exactly representable in bfloat16. :func:`round_to_dtype` therefore
 returns torch.bfloat16 for all three formats.
 
-Rows of 16 are rounded by ``deit_tt.backends.blockfloat_native`` (these rules compiled from C at first
+Rows of 16 are rounded by ``deit_tt.backends.native`` (these rules compiled from C at first
 use, one pass over memory) wherever a C compiler is available. Without one, the torch path below does
 the arithmetic in float32 with about a dozen vectorised torch ops per cache-sized slice; rows whose
 shared exponent is tiny (E < 30: values below about 2**-97) or 255 (inf/NaN) go through an exact
@@ -52,7 +52,7 @@ import torch
 import ttnn
 
 from deit_tt.analysis.pcc import pcc
-from deit_tt.backends import blockfloat_native
+from deit_tt.backends import native
 from deit_tt.model.policy import dtype_name
 from deit_tt.sharding.dims import TILE
 
@@ -139,7 +139,7 @@ def _round_block_float(tensor: torch.Tensor, mantissa_bits: int) -> torch.Tensor
     groups = x.contiguous().view(-1, BLOCK_SIZE)
     n = groups.shape[0]
     out = torch.empty((n, BLOCK_SIZE), dtype=torch.bfloat16)
-    if not blockfloat_native.round_rows(groups, out, mantissa_bits):  # no C compiler: torch ops
+    if not native.round_rows(groups, out, mantissa_bits):  # no C compiler: torch ops
         _round_rows_in_torch(groups, out, mantissa_bits)
     out = out.view(x.shape)
     if pad:

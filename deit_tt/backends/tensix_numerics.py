@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import ttnn
 
+from deit_tt.backends import native
 from deit_tt.backends.blockfloat import round_to_dtype
 from deit_tt import settings
 from deit_tt.errors import UserFacingError
@@ -97,6 +98,12 @@ def _truncated(x: torch.Tensor, bits: int) -> torch.Tensor:
 # TF32 (10 mantissa bits), so SrcB's second half reaches at most bit 10.
 SRCA_HIGH, SRCA_FULL = 4, 8
 SRCB_HIGH, SRCB_FULL = 6, 10
+# (SrcA bits, SrcB bits) of the one product each of these fidelities amounts to (see ``fidelity_operands``).
+ONE_PRODUCT_BITS = {
+    ttnn.MathFidelity.LoFi: (SRCA_HIGH, SRCB_HIGH),
+    ttnn.MathFidelity.HiFi2: (SRCA_FULL, SRCB_HIGH),
+    ttnn.MathFidelity.HiFi4: (SRCA_FULL, SRCB_FULL),
+}
 
 
 def fidelity_operands(src_a: torch.Tensor, src_b: torch.Tensor, fidelity) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -106,15 +113,12 @@ def fidelity_operands(src_a: torch.Tensor, src_b: torch.Tensor, fidelity) -> lis
     (matrix_engine.md). Pairs sharing a factor are merged (A_hi x B_hi + A_lo x B_hi = A x B_hi), so
     LoFi, HiFi2 and HiFi4 cost one product and HiFi3 two. Only the parts a fidelity reads are computed.
     """
-    if fidelity == ttnn.MathFidelity.LoFi:
-        return [(truncate_mantissa(src_a, SRCA_HIGH), truncate_mantissa(src_b, SRCB_HIGH))]
-    if fidelity == ttnn.MathFidelity.HiFi2:
-        return [(truncate_mantissa(src_a, SRCA_FULL), truncate_mantissa(src_b, SRCB_HIGH))]
+    if fidelity in ONE_PRODUCT_BITS:
+        a_bits, b_bits = ONE_PRODUCT_BITS[fidelity]
+        return [(truncate_mantissa(src_a, a_bits), truncate_mantissa(src_b, b_bits))]
     if fidelity == ttnn.MathFidelity.HiFi3:
         b_high = truncate_mantissa(src_b, SRCB_HIGH)
         return [(truncate_mantissa(src_a, SRCA_FULL), b_high), (truncate_mantissa(src_a, SRCA_HIGH), truncate_mantissa(src_b, SRCB_FULL) - b_high)]
-    if fidelity == ttnn.MathFidelity.HiFi4:
-        return [(truncate_mantissa(src_a, SRCA_FULL), truncate_mantissa(src_b, SRCB_FULL))]
     raise ValueError(f"unknown math fidelity {fidelity}")
 
 
@@ -181,24 +185,28 @@ def partials_round(x: torch.Tensor, config, output_dtype) -> torch.Tensor:
     return round_to_dtype(x, output_dtype).float()
 
 
-def blocked_matmul(in0: torch.Tensor, in1: torch.Tensor, config, block_k: int, output_dtype) -> torch.Tensor:
-    """``in0 @ in1`` summed over K in blocks of ``block_k`` (= in0_block_w x 32) the way the kernel does:
-    each block's product in dest (``dest_round``), the running sum kept between blocks by ``partials_round``.
-    The result is in dest's format: bfloat16, or float32 with ``fp32_dest_acc_en``.
+def blocked_matmul(in0: torch.Tensor, in1: torch.Tensor, config, block_k: int, output_dtype, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``in0 @ in1 (+ bias)`` summed over K in blocks of ``block_k`` (= in0_block_w x 32) the way the kernel does:
+    each block's product in dest (``dest_round``), the running sum kept between blocks by ``partials_round``, the
+    bias added in dest after the last block. The result is in dest's format: bfloat16, or float32 with
+    ``fp32_dest_acc_en``.
 
     Simplification: within a block the hardware adds each 16-wide face into dest, rounding it when dest is
     Float16_b; here a block's sum is rounded once (per-face rounding would cost K/16 passes over the output).
-    The operands are truncated once; every block after the first is computed into one reused buffer and added
-    to the running sum in place (no blocks x output tensor, no fresh pages per block). Measured and not faster
-    for random:base batch 8: every block's product from one batched GEMM, summed in one compiled pass (3.48-3.75
-    s a forward against 3.47; writing all the products costs what the fewer adds save).
+    A linear whose partials stay bfloat16 (the plan's: packer L1 accumulation) runs as one compiled kernel where
+    it is built (``_compiled_linear``). Otherwise the operands are truncated once, and every block after the first
+    is computed into one reused buffer and added to the running sum in place.
     """
     K = in0.shape[-1]
     blocks = K // block_k
     if blocks * block_k != K:
         raise ValueError(f"K ({K}) is not a multiple of the K block ({block_k})")
-    pairs = fidelity_operands(in1, in0, config.math_fidelity)
     bfloat16_dest = not config.fp32_dest_acc_en
+    if bfloat16_dest and (config.packer_l1_acc or blocks == 1):
+        output = _compiled_linear(in0, in1, config.math_fidelity, block_k, bias)
+        if output is not None:
+            return output
+    pairs = fidelity_operands(in1, in0, config.math_fidelity)
     if not (bfloat16_dest and all(a.dtype == b.dtype == torch.bfloat16 for a, b in pairs)):
         pairs = [(a.float(), b.float()) for a, b in pairs]
     total = dest_round(_block_product(pairs, slice(0, block_k)), config)
@@ -209,7 +217,41 @@ def blocked_matmul(in0: torch.Tensor, in1: torch.Tensor, config, block_k: int, o
         if bfloat16_dest and not config.packer_l1_acc:  # the partials went through the output format
             total = round_bf16(partials_round(total, config, output_dtype))
         total.add_(in_dest)  # a bfloat16 add rounds the sum to nearest, as the Float16_b dest / L1 does
+    if bias is not None:
+        total = dest_round(partials_round(total, config, output_dtype) + bias.reshape(-1), config)
     return total
+
+
+# Dot products up to this long are summed by oneDNN's bfloat16 GEMM (AVX512-BF16, torch 2.14) in the compiled
+# linear's order: longer ones in an order of its own (1.3 in 10,000 outputs differ at K = 768). Longer blocks (the
+# patch embedding's 1,024, one block) keep torch's GEMM, so that the host's results do not depend on the path.
+GEMM_K_IN_ORDER = 512
+
+
+def _compiled_linear(in0: torch.Tensor, in1: torch.Tensor, fidelity, block_k: int, bias: torch.Tensor | None) -> torch.Tensor | None:
+    """``native.blocked_linear``: bfloat16 activations times a bfloat16 weight [K, N] at a one-product fidelity, every
+    block's product, running sum and the bias rounded to bfloat16 (what ``blocked_matmul``'s loop computes for a
+    Float16_b dest with bfloat16 partials, in one pass over the output). None where it does not apply."""
+    operands = (in0, in1) if bias is None else (in0, in1, bias)
+    if fidelity not in ONE_PRODUCT_BITS or in1.dim() != 2 or any(t.dtype != torch.bfloat16 for t in operands) or block_k > GEMM_K_IN_ORDER:
+        return None
+    if not native.linear_fits(in0.numel() // in0.shape[-1], *in1.shape, block_k):
+        return None
+    a_bits, b_bits = ONE_PRODUCT_BITS[fidelity]
+    return native.blocked_linear(truncate_mantissa(in0, b_bits), _weight_pairs(in1, a_bits), bias, block_k)
+
+
+def _weight_pairs(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """``weight`` as SrcA reads it (``bits`` mantissa bits), packed for ``native.blocked_linear``: kept with a
+    constant's truncations (``keep_truncations``) in place of the truncated weight itself."""
+    kept = getattr(weight, "truncations", None)
+    key = ("pairs", bits)
+    if kept is not None and key in kept:
+        return kept[key]
+    pairs = native.weight_pairs(weight if bits >= 7 else _truncated(weight, bits))
+    if kept is not None:
+        kept[key] = pairs
+    return pairs
 
 
 def _block_product(pairs, k: slice, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -295,9 +337,7 @@ def matmul(input_tensor_a, input_tensor_b, *, bias=None, program_config=None, co
     """
     config = compute_kernel_config
     in0, in1 = input_tensor_a, input_tensor_b
-    output = blocked_matmul(in0, in1, config, _block_k(program_config, in0.shape[-1]), dtype)
-    if bias is not None:
-        output = dest_round(partials_round(output, config, dtype) + bias.reshape(-1), config)
+    output = blocked_matmul(in0, in1, config, _block_k(program_config, in0.shape[-1]), dtype, bias)
     activation = getattr(program_config, "fused_activation", None)
     if activation is not None:
         if activation.op_type != ttnn.UnaryOpType.GELU:

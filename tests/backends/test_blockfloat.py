@@ -3,7 +3,7 @@
 The reference is ``ttnn.to_torch(ttnn.from_torch(t, dtype=..., layout=ttnn.TILE_LAYOUT))``, the real
 ttnn packing code (conftest calls prepare_host() so it runs without a card). Bit patterns are
 compared, so NaN payloads, signed zeros and subnormals count. Every test runs on both ways of rounding
-block floats: the compiled one (``deit_tt.backends.blockfloat_native``) and the torch one used without a C compiler.
+block floats: the compiled one (``deit_tt.backends.native``) and the torch one used without a C compiler.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 import ttnn
 
 import deit_tt.backends.blockfloat as blockfloat
-from deit_tt.backends import blockfloat_native
+from deit_tt.backends import native
 from deit_tt.backends.blockfloat import (
     bytes_per_tile,
     face_index_map,
@@ -38,10 +38,10 @@ NEGATIVE_ZERO_BF16 = -0x8000
 def rounding_path(request, monkeypatch):
     """Each test once with the compiled block-float rounding and once with the torch ops."""
     if request.param == "compiled":
-        if not blockfloat_native.available():
+        if not native.available():
             pytest.skip("no C compiler: block floats are rounded by the torch path only")
     else:
-        monkeypatch.setattr(blockfloat_native, "round_rows", lambda *args: False)
+        monkeypatch.setattr(native, "round_rows", lambda *args: False)
     return request.param
 
 

@@ -1,0 +1,268 @@
+"""The host executor's two hottest loops compiled from C: block-float rounding and the tensix linear.
+
+Both are compiled with the system C compiler at first use in each process (about 0.3 s; no torch headers, called
+through ctypes, which releases the GIL, so ranges of rows or columns run on torch's intra-op thread count). Where
+a function cannot be built, its wrapper returns None or False and the caller keeps its torch path; the tests run
+both paths and require them to agree bit for bit.
+
+**Block-float rounding** (``round_rows``, used by ``deit_tt.backends.blockfloat``). The host executor rounds every
+op's output to bfloat8_b (or bfloat4_b): hundreds of millions of values per random:base forward. The torch path
+needs about ten passes over each slice, and each pass broadcasts a per-row factor over rows of only 16 values,
+which keeps torch's vectorised loops short: about 2.5 ns a value on 2 cores with AVX-512. The C function applies
+``blockfloat._round_block_float_exact``'s bit-level rules (every case included: ties, clamping, subnormals, inf
+and NaN) to each row of 16 in one pass, written with GCC's vector extensions (a row is one 16 x int32 vector) so
+that it compiles on any CPU gcc or clang targets: about 0.75 ns a value on one core.
+
+**The tensix linear** (``blocked_linear``, used by ``deit_tt.backends.tensix_numerics.blocked_matmul``). A matmul
+whose partial sums stay bfloat16 adds its K blocks one after the other, each block's product and each sum rounded
+to bfloat16. In torch that is one GEMM per block and one bfloat16 add per block, each add a pass over the output
+(random:base: 8 blocks per linear). The C kernel keeps a 4 x 96 tile of the output in registers through all
+blocks: each block's dot products accumulate in float32 with AVX512-BF16's ``vdpbf16ps`` (the instruction oneDNN's
+bfloat16 GEMM uses on such a CPU, pairs of products in the same order, so each block rounds to the same bfloat16
+as torch's GEMM: tests/backends/test_native.py), are rounded to bfloat16 and added to the running sum, then the
+bias; the tile is written once. It is built only where the compiler targets AVX512-BF16.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+_SOURCE = r"""
+#include <stdint.h>
+#include <string.h>
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef uint16_t u16x16 __attribute__((vector_size(32)));
+
+/* -- block-float rounding ---------------------------------------------------------------------------------- */
+
+/* One row of 16 as bfloat16 bits: sign | shared exponent | m (see blockfloat._round_block_float_exact). */
+static inline u16x16 round_row(u32x16 bits, int mantissa_bits) {
+    const uint32_t step_bits = 24 - mantissa_bits;
+    const u32x16 half = (u32x16){0} + (1u << (step_bits - 1)), largest = (u32x16){0} + ((1u << mantissa_bits) - 1);
+    u32x16 exponent = (bits >> 23) & 0xFF;
+    uint32_t shared = 0;
+    for (int i = 0; i < 16; ++i) shared = exponent[i] > shared ? exponent[i] : shared;
+    u32x16 drop = shared - exponent;
+    drop = drop + ((u32x16)(drop > 31) & (31 - drop));  /* min(drop, 31) */
+    u32x16 mantissa = ((bits & 0x7FFFFF) | 0x800000) >> drop;
+    u32x16 remainder = mantissa & ((1u << step_bits) - 1), m = mantissa >> step_bits;
+    m += (u32x16)((remainder > half) | ((remainder == half) & (i32x16)((m & 1) == 1))) & 1;
+    u32x16 over = (u32x16)(m > largest);
+    m = (m & ~over) | (largest & over);
+    m &= (u32x16)(exponent != 0);
+    f32x16 as_float = __builtin_convertvector((i32x16)(m | 1), f32x16);
+    i32x16 leading = (i32x16)(((u32x16)as_float) >> 23) - 127;  /* floor(log2 m) */
+    u32x16 value = (bits & 0x80000000u) | ((shared - (u32x16)((mantissa_bits - 1) - leading)) << 23)
+                 | ((m << (u32x16)(23 - leading)) & 0x7FFFFF);
+    value &= (u32x16)(m != 0);
+    return __builtin_convertvector(value >> 16, u16x16);
+}
+
+void round_float32_rows(const uint32_t *in, uint16_t *out, int64_t rows, int mantissa_bits) {
+    for (int64_t row = 0; row < rows; ++row) {
+        u32x16 bits;
+        memcpy(&bits, in + 16 * row, 64);
+        u16x16 result = round_row(bits, mantissa_bits);
+        memcpy(out + 16 * row, &result, 32);
+    }
+}
+
+void round_bfloat16_rows(const uint16_t *in, uint16_t *out, int64_t rows, int mantissa_bits) {
+    for (int64_t row = 0; row < rows; ++row) {
+        u16x16 half_bits;
+        memcpy(&half_bits, in + 16 * row, 32);
+        u16x16 result = round_row(__builtin_convertvector(half_bits, u32x16) << 16, mantissa_bits);
+        memcpy(out + 16 * row, &result, 32);
+    }
+}
+
+/* -- the tensix linear (AVX512-BF16) ------------------------------------------------------------------------ */
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#define TILE_ROWS 4
+#define TILE_COLUMNS 96
+#define VECTORS (TILE_COLUMNS / 16)
+
+/* To bfloat16, nearest even, kept as float32; NaN as 0xFFFF, as ATen's AVX-512 cvtfp32_bf16 writes it. */
+static inline __m512 to_bfloat16(__m512 x) {
+    const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
+    __m512i bits = _mm512_castps_si512(x);
+    __m512i bias = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1)), _mm512_set1_epi32(0x7FFF));
+    __m512i rounded = _mm512_and_si512(_mm512_add_epi32(bits, bias), high);
+    return _mm512_castsi512_ps(_mm512_mask_blend_epi32(_mm512_cmp_ps_mask(x, x, _CMP_ORD_Q), high, rounded));
+}
+
+static inline __m512 widen(const uint16_t *bfloat16) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)bfloat16)), 16));
+}
+
+/* out [rows x columns] = sum over K blocks of (a [rows x depth] @ w), each block and each sum rounded to bfloat16,
+   then + bias. pairs: w packed as [depth / 2][columns] 32-bit pairs (w[2k][n], w[2k + 1][n]). Computes the column
+   tiles from first_column to last_column. rows % TILE_ROWS == 0, columns % TILE_COLUMNS == 0, block_depth even. */
+void blocked_linear(const uint16_t *a, const uint32_t *pairs, const uint16_t *bias, uint16_t *out, int64_t rows,
+                    int64_t columns, int64_t depth, int64_t block_depth, int64_t first_column, int64_t last_column) {
+    for (int64_t column = first_column; column < last_column; column += TILE_COLUMNS) {
+        for (int64_t row = 0; row < rows; row += TILE_ROWS) {
+            __m512 total[TILE_ROWS][VECTORS];
+            for (int64_t block = 0; block < depth; block += block_depth) {
+                __m512 sum[TILE_ROWS][VECTORS];
+                for (int i = 0; i < TILE_ROWS; ++i)
+                    for (int j = 0; j < VECTORS; ++j) sum[i][j] = _mm512_setzero_ps();
+                for (int64_t k = block; k < block + block_depth; k += 2) {
+                    __m512bh w[VECTORS];
+                    for (int j = 0; j < VECTORS; ++j) w[j] = (__m512bh)_mm512_loadu_si512(pairs + (k / 2) * columns + column + 16 * j);
+                    for (int i = 0; i < TILE_ROWS; ++i) {
+                        uint32_t pair;
+                        memcpy(&pair, a + (row + i) * depth + k, 4);
+                        __m512bh a_pair = (__m512bh)_mm512_set1_epi32((int)pair);
+                        for (int j = 0; j < VECTORS; ++j) sum[i][j] = _mm512_dpbf16_ps(sum[i][j], a_pair, w[j]);
+                    }
+                }
+                for (int i = 0; i < TILE_ROWS; ++i)
+                    for (int j = 0; j < VECTORS; ++j)
+                        total[i][j] = block == 0 ? to_bfloat16(sum[i][j]) : to_bfloat16(_mm512_add_ps(total[i][j], to_bfloat16(sum[i][j])));
+            }
+            for (int i = 0; i < TILE_ROWS; ++i) {
+                for (int j = 0; j < VECTORS; ++j) {
+                    __m512 value = bias ? to_bfloat16(_mm512_add_ps(total[i][j], widen(bias + column + 16 * j))) : total[i][j];
+                    __m256i stored = _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(value), 16));
+                    _mm256_storeu_si256((__m256i *)(out + (row + i) * columns + column + 16 * j), stored);
+                }
+            }
+        }
+    }
+}
+#endif
+"""
+
+# The linear kernel's output tile (TILE_ROWS x TILE_COLUMNS in the C source).
+LINEAR_TILE = (4, 96)
+_MIN_VALUES_PER_THREAD = 131072  # below this a thread's start-up costs more than its share of the work
+_LOCK = threading.Lock()
+_STATE: dict = {}
+
+
+def _library():
+    """The compiled functions, or None when there is no C compiler (or it fails). Built once per process."""
+    with _LOCK:
+        if "library" not in _STATE:
+            _STATE["library"] = _build()
+        return _STATE["library"]
+
+
+def _build():
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    directory = Path(tempfile.mkdtemp(prefix="deit_tt_native_"))
+    source, library_path = directory / "native.c", directory / "native.so"
+    source.write_text(_SOURCE)
+    command = [compiler, "-O3", "-march=native", "-shared", "-fPIC", "-o", str(library_path), str(source)]
+    try:
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+        library = ctypes.CDLL(str(library_path))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)  # the loaded library stays mapped
+    pointer, count = ctypes.c_void_p, ctypes.c_int64
+    for name in ("round_float32_rows", "round_bfloat16_rows"):
+        getattr(library, name).argtypes = [pointer, pointer, count, ctypes.c_int]
+        getattr(library, name).restype = None
+    if hasattr(library, "blocked_linear"):  # built only for AVX512-BF16
+        library.blocked_linear.argtypes = [pointer, pointer, pointer, pointer] + [count] * 6
+        library.blocked_linear.restype = None
+    return library
+
+
+def available() -> bool:
+    """True when the compiled block-float rounding can be used in this process."""
+    return _library() is not None
+
+
+def linear_available() -> bool:
+    """True when the compiled tensix linear can be used in this process (a C compiler targeting AVX512-BF16)."""
+    return hasattr(_library(), "blocked_linear")
+
+
+def round_rows(groups: torch.Tensor, out: torch.Tensor, mantissa_bits: int) -> bool:
+    """Round contiguous rows of 16 (``groups``: [n, 16] float32 or bfloat16) into ``out`` ([n, 16] bfloat16).
+    False (and ``out`` untouched) when the compiled function is not available."""
+    library = _library()
+    if library is None:
+        return False
+    function = library.round_float32_rows if groups.dtype == torch.float32 else library.round_bfloat16_rows
+    in_size, out_size = groups.element_size() * 16, 2 * 16
+
+    def rows(start: int, stop: int) -> None:
+        function(groups.data_ptr() + start * in_size, out.data_ptr() + start * out_size, stop - start, mantissa_bits)
+
+    _in_parallel(rows, groups.shape[0], 16)
+    return True
+
+
+def weight_pairs(weight: torch.Tensor) -> torch.Tensor:
+    """A bfloat16 weight [K, N] as ``blocked_linear`` reads it: [K/2, N, 2], rows 2k and 2k+1 side by side."""
+    K, N = weight.shape
+    return weight.reshape(K // 2, 2, N).transpose(1, 2).contiguous()
+
+
+def linear_fits(rows: int, K: int, N: int, block_k: int) -> bool:
+    """True when ``blocked_linear`` is built and takes these shapes: whole output tiles (rows a multiple of 4, N of
+    96) and whole pairs of K."""
+    tile_rows, tile_columns = LINEAR_TILE
+    return linear_available() and rows % tile_rows == 0 and N % tile_columns == 0 and K % block_k == 0 and block_k % 2 == 0
+
+
+def blocked_linear(activations: torch.Tensor, pairs: torch.Tensor, bias: torch.Tensor | None, block_k: int) -> torch.Tensor:
+    """bfloat16 ``activations [..., K] @ weight [K, N]`` summed over K blocks of ``block_k``, each block's product
+    and each running sum rounded to bfloat16, then ``+ bias`` [N] rounded the same way. ``pairs`` is
+    ``weight_pairs(weight)``; the shapes must pass ``linear_fits``."""
+    K = activations.shape[-1]
+    N = pairs.shape[1]
+    rows = activations.numel() // K
+    if not linear_fits(rows, K, N, block_k):
+        raise ValueError(f"the compiled linear does not take {rows} x {K} @ {K} x {N} in K blocks of {block_k}")
+    tile_columns = LINEAR_TILE[1]
+    activations = activations.contiguous()
+    bias = None if bias is None else bias.reshape(-1).contiguous()
+    out = torch.empty(*activations.shape[:-1], N, dtype=torch.bfloat16)
+    arguments = (activations.data_ptr(), pairs.data_ptr(), None if bias is None else bias.data_ptr(), out.data_ptr(), rows, N, K, block_k)
+
+    def column_tiles(start: int, stop: int) -> None:
+        _library().blocked_linear(*arguments, start * tile_columns, stop * tile_columns)
+
+    _in_parallel(column_tiles, N // tile_columns, rows * tile_columns)
+    return out
+
+
+def _in_parallel(function, items: int, values_per_item: int) -> None:
+    """``function(start, stop)`` over ``items`` split evenly over torch's intra-op threads (no more threads than
+    have ``_MIN_VALUES_PER_THREAD`` values each); the first share runs on this thread."""
+    threads = max(1, min(torch.get_num_threads(), items, items * values_per_item // _MIN_VALUES_PER_THREAD))
+    bounds = [items * index // threads for index in range(threads + 1)]
+    jobs = [_pool().submit(function, start, stop) for start, stop in zip(bounds[1:-1], bounds[2:])]
+    function(bounds[0], bounds[1])
+    for job in jobs:
+        job.result()
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    """Worker threads for all but the first share of the work; a forked child (a data-loading worker) makes its own,
+    since it inherits the pool but not its threads."""
+    with _LOCK:
+        if _STATE.get("pool_pid") != os.getpid():
+            _STATE["pool"] = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads() - 1), thread_name_prefix="native")
+            _STATE["pool_pid"] = os.getpid()
+        return _STATE["pool"]
