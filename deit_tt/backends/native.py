@@ -143,6 +143,36 @@ void blocked_linear(const uint16_t *a, const uint32_t *pairs, const uint16_t *bi
         }
     }
 }
+
+/* The approximate softmax's exps (see tensix_numerics.softmax), rows of width values: v = x (x scale) (+ mask row), each
+   rounded to bfloat16; the row max; exp_approx(v - max) with v - max rounded to bfloat16, the result rounded to
+   bfloat16. mask row of row r: r / rows_per_mask_row. exp_approx is Schraudolph's (tensix_numerics.fast_exp):
+   constants[0..2] = threshold, A, B - C. first_row..last_row of the rows are computed. width % 16 == 0. */
+void softmax_exps(const uint16_t *x, const uint16_t *mask, int64_t rows_per_mask_row, float scale, int use_scale,
+                  const float *constants, uint16_t *out, int64_t width, int64_t first_row, int64_t last_row) {
+    const __m512 threshold = _mm512_set1_ps(constants[0]), a = _mm512_set1_ps(constants[1]), b_minus_c = _mm512_set1_ps(constants[2]);
+    for (int64_t row = first_row; row < last_row; ++row) {
+        const uint16_t *in = x + row * width;
+        uint16_t *exps = out + row * width;
+        __m512 largest = _mm512_set1_ps(-__builtin_inff());
+        for (int64_t column = 0; column < width; column += 16) {
+            __m512 value = widen(in + column);
+            if (use_scale) value = to_bfloat16(_mm512_mul_ps(value, _mm512_set1_ps(scale)));
+            if (mask) value = to_bfloat16(_mm512_add_ps(value, widen(mask + (row / rows_per_mask_row) * width + column)));
+            largest = _mm512_max_ps(largest, value);
+            _mm256_storeu_si256((__m256i *)(exps + column), _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(value), 16)));
+        }
+        const __m512 row_max = _mm512_set1_ps(_mm512_reduce_max_ps(largest));
+        for (int64_t column = 0; column < width; column += 16) {
+            __m512 shifted = to_bfloat16(_mm512_sub_ps(widen(exps + column), row_max));
+            __m512 mad = _mm512_add_ps(_mm512_mul_ps(_mm512_max_ps(threshold, shifted), a), b_minus_c);
+            mad = _mm512_add_ps(_mm512_min_ps(_mm512_max_ps(mad, _mm512_setzero_ps()), _mm512_set1_ps(65535.0f)), _mm512_set1_ps(8388608.0f));
+            __m512 exp = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(mad), 15));
+            exp = to_bfloat16(exp);
+            _mm256_storeu_si256((__m256i *)(exps + column), _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(exp), 16)));
+        }
+    }
+}
 #endif
 """
 
@@ -168,7 +198,7 @@ def _build():
     directory = Path(tempfile.mkdtemp(prefix="deit_tt_native_"))
     source, library_path = directory / "native.c", directory / "native.so"
     source.write_text(_SOURCE)
-    command = [compiler, "-O3", "-march=native", "-shared", "-fPIC", "-o", str(library_path), str(source)]
+    command = [compiler, "-O3", "-march=native", "-ffp-contract=off", "-shared", "-fPIC", "-o", str(library_path), str(source)]
     try:
         subprocess.run(command, check=True, capture_output=True, timeout=120)
         library = ctypes.CDLL(str(library_path))
@@ -180,9 +210,11 @@ def _build():
     for name in ("round_float32_rows", "round_bfloat16_rows"):
         getattr(library, name).argtypes = [pointer, pointer, count, ctypes.c_int]
         getattr(library, name).restype = None
-    if hasattr(library, "blocked_linear"):  # built only for AVX512-BF16
+    if hasattr(library, "blocked_linear"):  # built only for AVX512-BF16, with softmax_exps
         library.blocked_linear.argtypes = [pointer, pointer, pointer, pointer] + [count] * 6
-        library.blocked_linear.restype = None
+        library.softmax_exps.argtypes = [pointer, pointer, count, ctypes.c_float, ctypes.c_int, pointer, pointer, count, count, count]
+        for function in (library.blocked_linear, library.softmax_exps):
+            function.restype = None
     return library
 
 
@@ -244,6 +276,28 @@ def blocked_linear(activations: torch.Tensor, pairs: torch.Tensor, bias: torch.T
         _library().blocked_linear(*arguments, start * tile_columns, stop * tile_columns)
 
     _in_parallel(column_tiles, N // tile_columns, rows * tile_columns)
+    return out
+
+
+def softmax_exps(x: torch.Tensor, scale: float | None, mask: torch.Tensor | None, constants: tuple[float, float, float]) -> torch.Tensor | None:
+    """The approximate softmax's exps of bfloat16 ``x`` [..., W] (see the C source): one pass per row instead of a
+    dozen torch passes. ``constants``: the approximate exp's (threshold, A, B - C). ``mask`` broadcasts over x as
+    [B or 1, 1, ..., W] does. None where the kernel is not built or the shapes do not fit (W a multiple of 16)."""
+    width = x.shape[-1]
+    rows = x.numel() // width
+    if not linear_available() or x.dtype != torch.bfloat16 or width % 16:
+        return None
+    rows_per_mask_row = rows
+    if mask is not None:
+        if mask.dtype != torch.bfloat16 or mask.shape[-1] != width or any(size != 1 for size in mask.shape[1:-1]) or mask.shape[0] not in (1, x.shape[0]):
+            return None
+        rows_per_mask_row = rows // mask.shape[0]
+        mask = mask.contiguous()
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    table = torch.tensor(constants, dtype=torch.float32)
+    arguments = (x.data_ptr(), None if mask is None else mask.data_ptr(), rows_per_mask_row, scale or 0.0, scale is not None, table.data_ptr(), out.data_ptr(), width)
+    _in_parallel(lambda start, stop: _library().softmax_exps(*arguments, start, stop), rows, width)
     return out
 
 

@@ -367,15 +367,25 @@ def softmax(input_tensor, scale=None, mask=None, *, compute_kernel_config, **_):
     is modelled exact, then rounded.
     """
     config = compute_kernel_config
+    exps = _exps(input_tensor, scale, mask, config)
+    recip = dest_round(1.0 / reduce_sum(exps, 1.0, config), config)
+    return dest_product(exps, recip, config)
+
+
+def _exps(input_tensor, scale, mask, config) -> torch.Tensor:
+    """The softmax's exps as packed to their CB: in one compiled pass (``native.softmax_exps``) for the plan's
+    config (Float16_b dest, approximate exp) where it is built, else with torch ops."""
+    if not config.fp32_dest_acc_en and config.math_approx_mode:
+        exps = native.softmax_exps(input_tensor, scale, mask, (EXP_THRESHOLD, EXP_A, EXP_B_MINUS_C))
+        if exps is not None:
+            return exps
     x = in_dest(input_tensor, config)
     if scale is not None:
         x = dest_round(x * scale, config)
     if mask is not None:
         x = dest_round(x + mask, config)
     shifted = dest_round(x - x.amax(dim=-1, keepdim=True), config)
-    exps = dest_round(fast_exp(shifted) if config.math_approx_mode else torch.exp(shifted), config)
-    recip = dest_round(1.0 / reduce_sum(exps, 1.0, config), config)
-    return dest_product(exps, recip, config)
+    return dest_round(fast_exp(shifted) if config.math_approx_mode else torch.exp(shifted), config)
 
 
 def layer_norm(input_tensor, *, epsilon=1e-12, weight=None, bias=None, compute_kernel_config, **_):

@@ -83,3 +83,36 @@ def test_a_weight_is_packed_once_in_place_of_its_truncation():
     assert tn._weight_pairs(weight, tn.SRCA_HIGH) is first
     assert list(weight.truncations) == [("pairs", tn.SRCA_HIGH)]
     assert torch.equal(first, native.weight_pairs(tn.truncate_mantissa(weight.clone(), tn.SRCA_HIGH)))
+
+
+def exps_by_torch(x, scale, mask, cfg, monkeypatch):
+    with monkeypatch.context() as patch:
+        patch.setattr(native, "linear_available", lambda: False)
+        return tn._exps(x, scale, mask, cfg)
+
+
+SOFTMAX = ttnn.WormholeComputeKernelConfig(math_fidelity=ttnn.MathFidelity.HiFi4, math_approx_mode=True, fp32_dest_acc_en=False, packer_l1_acc=False)
+# finite edges: the largest bfloat16, subnormals, -0, 1 and a tie for it, values far apart; and the masked value
+FINITE_EDGES = [0x7F7F, 0xFF7F, 0x0001, 0x8001, 0x8000, 0x3F80, 0x3B80, 0x4B80, 0x3380, 0xC61C]
+
+
+@pytest.mark.parametrize("scale", [None, 0.125])
+@pytest.mark.parametrize("shape,mask_shape", [((2, 3, 32, 224), (2, 1, 1, 224)), ((2, 3, 32, 224), (1, 1, 1, 224)), ((5, 64), None)])
+def test_softmax_exps_give_the_torch_paths_bits(monkeypatch, shape, mask_shape, scale):
+    generator = torch.Generator().manual_seed(0)
+    x = (8 * torch.randn(shape, generator=generator)).bfloat16()
+    spots = torch.randint(0, x.numel(), (3 * len(FINITE_EDGES),), generator=generator)
+    x.view(-1)[spots] = torch.tensor(FINITE_EDGES, dtype=torch.int32).to(torch.int16).view(torch.bfloat16).repeat(3)
+    mask = None
+    if mask_shape is not None:
+        mask = torch.zeros(mask_shape)
+        mask[..., 198:] = -1.0e4
+        mask = mask.bfloat16()
+    compiled = native.softmax_exps(x, scale, mask, (tn.EXP_THRESHOLD, tn.EXP_A, tn.EXP_B_MINUS_C))
+    assert compiled is not None
+    assert_same_bits(compiled, exps_by_torch(x, scale, mask, SOFTMAX, monkeypatch))
+
+
+def test_a_mask_that_does_not_broadcast_by_rows_keeps_the_torch_path():
+    x = torch.randn(2, 3, 32, 224).bfloat16()
+    assert native.softmax_exps(x, None, torch.zeros(2, 3, 1, 224).bfloat16(), (tn.EXP_THRESHOLD, tn.EXP_A, tn.EXP_B_MINUS_C)) is None
