@@ -11,8 +11,9 @@ The host ``tensix`` numerics is a model of a Tensix core built from sources, not
 
 ``--profile`` also runs one forward of each numerics under torch.profiler and prints where the time goes: by
 ttnn op (the executor's ``run``) and by primitive (GEMM, block-float rounding, softmax, LayerNorm, copies and
-layout, other elementwise work), each aten op's own time attributed to the innermost of these it runs in (and the
-rounding scopes' own time, which is the compiled block-float rounding of ``deit_tt.backends.native``).
+layout, other elementwise work, and the compiled kernels of ``deit_tt.backends.native``: block-float rounding,
+the tensix linear, the tensix softmax's exps), each aten op's own time attributed to the innermost of these it
+runs in, and each compiled kernel's by a profiler scope around it.
 
 OpenMP's threads wait for work passively here (``OMP_WAIT_POLICY=PASSIVE`` unless set otherwise, before torch
 loads): with the default spinning wait, on 2 cores shared with other processes, a 2-thread host forward of
@@ -78,6 +79,9 @@ _PRIMITIVE_OF_ATEN = {
 }
 _BLOCK_FLOAT_SCOPE = "block-float rounding"
 _BFLOAT16_SCOPE = "bfloat16 rounding"
+# The tensix numerics' compiled kernels (deit_tt.backends.native), each its own primitive.
+_COMPILED_SCOPES = {"blocked_linear": "GEMM + K-block sums (compiled)", "softmax_exps": "softmax exps (compiled)"}
+_SCOPES = {_BLOCK_FLOAT_SCOPE, _BFLOAT16_SCOPE, *_COMPILED_SCOPES.values()}
 
 
 def _labelled(function, label: str):
@@ -109,6 +113,8 @@ class _Labels:
                     return _original(tensor, dtype)
 
             self._patch(module, "round_to_dtype", round_to_dtype)
+        for name, scope in _COMPILED_SCOPES.items():
+            self._patch(native, name, _labelled(getattr(native, name), scope))
         return self
 
     def _patch(self, owner, name, value):
@@ -123,7 +129,7 @@ class _Labels:
 def _primitive(event) -> str:
     parent = event
     while parent is not None:
-        if parent.name in (_BLOCK_FLOAT_SCOPE, _BFLOAT16_SCOPE):
+        if parent.name in _SCOPES:
             return parent.name
         parent = parent.cpu_parent
     for primitive, names in _PRIMITIVE_OF_ATEN.items():
@@ -147,8 +153,8 @@ def profile_forward(pipeline, pixels) -> None:
         wall = timed(lambda: pipeline(pixels))
     by_op, by_primitive, by_both = collections.Counter(), collections.Counter(), collections.Counter()
     for event in profiler.events():
-        if event.name in (_BLOCK_FLOAT_SCOPE, _BFLOAT16_SCOPE):
-            seconds = event.self_cpu_time_total / 1e6  # outside aten ops: the compiled rounding (native)
+        if event.name in _SCOPES:
+            seconds = event.self_cpu_time_total / 1e6  # outside aten ops: the compiled kernels (native)
         elif event.name.startswith("aten::") and not (event.cpu_parent is not None and event.cpu_parent.name.startswith("aten::")):
             seconds = event.cpu_time_total / 1e6  # a top-level aten call: its total covers the aten ops it calls
         else:
