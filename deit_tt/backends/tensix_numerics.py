@@ -9,7 +9,9 @@ Every fact is read from the kernel and LLK sources the ttnn 0.81.1 wheel ships (
 relative to ``site-packages/ttnn/``; ``SFPU`` = ``tt_metal/hw/ckernels/wormhole_b0/metal/llk_api/llk_sfpu``)
 and from tt-metal's ``tech_reports/matrix_engine/matrix_engine.md``.
 Nothing here has been compared with a card yet. Everything is vectorised tensor arithmetic: float32, or
-bfloat16 for what a Float16_b dest holds (see ``round_bf16``), with bfloat16 GEMMs for the K blocks.
+bfloat16 for what a Float16_b dest holds (see ``round_bf16``), with bfloat16 GEMMs for the K blocks. Where a
+C compiler targets AVX512-BF16, the plan's linears and the softmax's exps run as compiled kernels instead
+(``deit_tt.backends.native``), bit for bit the same (tests/backends/test_native.py).
 
 Known simplifications, each said where it is made: destination-register rounding is applied per K block
 (``in0_block_w`` tiles), not per 16-wide face; the approximate reciprocal and rsqrt are exact then rounded.
