@@ -1,4 +1,4 @@
-"""The host executor's two hottest loops compiled from C: block-float rounding and the tensix linear.
+"""The host executor's hottest loops compiled from C: block-float rounding, the tensix linear and softmax exps.
 
 Both are compiled with the system C compiler at first use in each process (about 0.3 s; no torch headers, called
 through ctypes, which releases the GIL, so ranges of rows or columns run on torch's intra-op thread count). Where
@@ -20,7 +20,11 @@ to bfloat16. In torch that is one GEMM per block and one bfloat16 add per block,
 blocks: each block's dot products accumulate in float32 with AVX512-BF16's ``vdpbf16ps`` (the instruction oneDNN's
 bfloat16 GEMM uses on such a CPU, pairs of products in the same order, so each block rounds to the same bfloat16
 as torch's GEMM: tests/backends/test_native.py), are rounded to bfloat16 and added to the running sum, then the
-bias; the tile is written once. It is built only where the compiler targets AVX512-BF16.
+bias; the tile is written once.
+
+**The tensix softmax's exps** (``softmax_exps``, used by ``tensix_numerics.softmax``): scale, mask, row max and
+the approximate exp, each result rounded to bfloat16 as the torch path rounds it, in one pass per row instead of
+a dozen passes over the scores. It is built with the linear, only where the compiler targets AVX512-BF16.
 """
 
 from __future__ import annotations
@@ -223,8 +227,9 @@ def available() -> bool:
     return _library() is not None
 
 
-def linear_available() -> bool:
-    """True when the compiled tensix linear can be used in this process (a C compiler targeting AVX512-BF16)."""
+def tensix_kernels_available() -> bool:
+    """True when the compiled tensix linear and softmax exps can be used in this process (a C compiler targeting
+    AVX512-BF16)."""
     return hasattr(_library(), "blocked_linear")
 
 
@@ -254,7 +259,7 @@ def linear_fits(rows: int, K: int, N: int, block_k: int) -> bool:
     """True when ``blocked_linear`` is built and takes these shapes: whole output tiles (rows a multiple of 4, N of
     96) and whole pairs of K."""
     tile_rows, tile_columns = LINEAR_TILE
-    return linear_available() and rows % tile_rows == 0 and N % tile_columns == 0 and K % block_k == 0 and block_k % 2 == 0
+    return tensix_kernels_available() and rows % tile_rows == 0 and N % tile_columns == 0 and K % block_k == 0 and block_k % 2 == 0
 
 
 def blocked_linear(activations: torch.Tensor, pairs: torch.Tensor, bias: torch.Tensor | None, block_k: int) -> torch.Tensor:
@@ -285,7 +290,7 @@ def softmax_exps(x: torch.Tensor, scale: float | None, mask: torch.Tensor | None
     [B or 1, 1, ..., W] does. None where the kernel is not built or the shapes do not fit (W a multiple of 16)."""
     width = x.shape[-1]
     rows = x.numel() // width
-    if not linear_available() or x.dtype != torch.bfloat16 or width % 16:
+    if not tensix_kernels_available() or x.dtype != torch.bfloat16 or width % 16:
         return None
     rows_per_mask_row = rows
     if mask is not None:

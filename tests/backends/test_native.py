@@ -1,8 +1,8 @@
-"""The compiled tensix linear (``deit_tt.backends.native.blocked_linear``) against the torch path it replaces.
+"""The compiled tensix linear and softmax exps (``deit_tt.backends.native``) against the torch paths they replace.
 
 ``tensix_numerics.blocked_matmul`` sums a linear's K blocks with one bfloat16 GEMM and one bfloat16 add per block
-where the kernel is not built; where it is, the kernel must give the same bits (NaN payloads aside: every NaN is
-stored as ttnn's one NaN afterwards). The block-float rounding compiled beside it is checked in test_blockfloat.py.
+where the kernel is not built; where it is, the kernel must give the same bits (NaN where torch has NaN, whatever
+its payload). The block-float rounding compiled beside it is checked in test_blockfloat.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import ttnn
 from deit_tt.backends import native
 from deit_tt.backends import tensix_numerics as tn
 
-pytestmark = pytest.mark.skipif(not native.linear_available(), reason="the compiled linear needs a C compiler targeting AVX512-BF16")
+pytestmark = pytest.mark.skipif(not native.tensix_kernels_available(), reason="the compiled tensix kernels need a C compiler targeting AVX512-BF16")
 
 # bfloat16 bit patterns where rounding or special values decide: NaN, +-inf, the largest finite, subnormals, -0, 1
 # and a tie for it (1 + 2^-8), values 2^24 apart.
@@ -33,7 +33,7 @@ def with_edges(tensor: torch.Tensor, generator: torch.Generator) -> torch.Tensor
 
 def by_torch(in0, in1, cfg, block_k, bias, monkeypatch):
     with monkeypatch.context() as patch:
-        patch.setattr(native, "linear_available", lambda: False)
+        patch.setattr(native, "tensix_kernels_available", lambda: False)
         return tn.blocked_matmul(in0, in1, cfg, block_k, ttnn.bfloat8_b, bias)
 
 
@@ -87,7 +87,7 @@ def test_a_weight_is_packed_once_in_place_of_its_truncation():
 
 def exps_by_torch(x, scale, mask, cfg, monkeypatch):
     with monkeypatch.context() as patch:
-        patch.setattr(native, "linear_available", lambda: False)
+        patch.setattr(native, "tensix_kernels_available", lambda: False)
         return tn._exps(x, scale, mask, cfg)
 
 
