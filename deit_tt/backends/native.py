@@ -1,7 +1,8 @@
 """The host executor's hottest loops compiled from C: block-float rounding, the tensix linear and softmax exps.
 
-Both are compiled with the system C compiler at first use in each process (about 0.3 s; no torch headers, called
-through ctypes, which releases the GIL, so ranges of rows or columns run on torch's intra-op thread count). Where
+They are compiled with the system C compiler at first use (0.4 s; no torch headers) into one library kept in the
+cache folder for this source, compiler and CPU (``settings.CACHE``/native), which later processes load. They are
+called through ctypes, which releases the GIL, so ranges of rows or columns run on torch's intra-op threads. Where
 a function cannot be built, its wrapper returns None or False and the caller keeps its torch path; the tests run
 both paths and require them to agree bit for bit.
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes
+import hashlib
 import os
 import shutil
 import subprocess
@@ -39,6 +41,8 @@ import threading
 from pathlib import Path
 
 import torch
+
+from deit_tt import settings
 
 _SOURCE = r"""
 #include <stdint.h>
@@ -199,17 +203,18 @@ def _build():
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None
-    directory = Path(tempfile.mkdtemp(prefix="deit_tt_native_"))
-    source, library_path = directory / "native.c", directory / "native.so"
-    source.write_text(_SOURCE)
-    command = [compiler, "-O3", "-march=native", "-ffp-contract=off", "-shared", "-fPIC", "-o", str(library_path), str(source)]
-    try:
-        subprocess.run(command, check=True, capture_output=True, timeout=120)
-        library = ctypes.CDLL(str(library_path))
-    except (OSError, subprocess.SubprocessError):
+    flags = ["-O3", "-march=native", "-ffp-contract=off", "-shared", "-fPIC"]
+    cached = _cache_path(compiler, flags)
+    library = None
+    if cached is not None and cached.exists():
+        try:
+            library = ctypes.CDLL(str(cached))
+        except OSError:  # damaged: built again below
+            pass
+    if library is None:
+        library = _compile(compiler, flags, cached)
+    if library is None:
         return None
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)  # the loaded library stays mapped
     pointer, count = ctypes.c_void_p, ctypes.c_int64
     for name in ("round_float32_rows", "round_bfloat16_rows"):
         getattr(library, name).argtypes = [pointer, pointer, count, ctypes.c_int]
@@ -220,6 +225,40 @@ def _build():
         for function in (library.blocked_linear, library.softmax_exps):
             function.restype = None
     return library
+
+
+def _compile(compiler: str, flags: list[str], cached: Path | None):
+    """Compile ``_SOURCE`` and load it; the library is moved to ``cached`` (atomically) when that is given and writable."""
+    directory = Path(tempfile.mkdtemp(prefix="deit_tt_native_"))
+    source, library_path = directory / "native.c", directory / "native.so"
+    source.write_text(_SOURCE)
+    try:
+        subprocess.run([compiler, *flags, "-o", str(library_path), str(source)], check=True, capture_output=True, timeout=120)
+        if cached is not None:
+            try:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(library_path, cached)
+                library_path = cached
+            except OSError:  # a read-only cache: this process keeps its own copy
+                pass
+        return ctypes.CDLL(str(library_path))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)  # a loaded library stays mapped
+
+
+def _cache_path(compiler: str, flags: list[str]) -> Path | None:
+    """Where the library built from this source, compiler, flags and CPU is kept (under ``settings.CACHE``), so that
+    only the first process compiles it (0.4 s). None where the CPU's features cannot be read (Linux's /proc/cpuinfo):
+    ``-march=native`` makes the library specific to them."""
+    try:
+        cpu_flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+        compiler_identity = f"{os.path.realpath(compiler)}:{os.stat(compiler).st_mtime_ns}"
+    except (OSError, StopIteration):
+        return None
+    key = hashlib.sha256("\n".join([_SOURCE, compiler_identity, " ".join(flags), cpu_flags]).encode()).hexdigest()[:16]
+    return settings.CACHE.path() / "native" / f"native-{key}.so"
 
 
 def available() -> bool:

@@ -7,6 +7,10 @@ its payload). The block-float rounding compiled beside it is checked in test_blo
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import ttnn
@@ -116,3 +120,22 @@ def test_softmax_exps_give_the_torch_paths_bits(monkeypatch, shape, mask_shape, 
 def test_a_mask_that_does_not_broadcast_by_rows_keeps_the_torch_path():
     x = torch.randn(2, 3, 32, 224).bfloat16()
     assert native.softmax_exps(x, None, torch.zeros(2, 3, 1, 224).bfloat16(), (tn.EXP_THRESHOLD, tn.EXP_A, tn.EXP_B_MINUS_C)) is None
+
+
+def test_the_library_is_compiled_once_and_then_loaded_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(native.settings.CACHE.variable, str(tmp_path))
+    monkeypatch.setattr(native, "_STATE", {})
+    assert native.available()
+    (built,) = (tmp_path / "native").glob("native-*.so")
+    monkeypatch.setattr(native, "_STATE", {})
+    monkeypatch.setattr(native.subprocess, "run", lambda *args, **kwargs: pytest.fail("compiled again"))
+    assert native.tensix_kernels_available()  # loaded from the cache
+    monkeypatch.undo()
+    # a damaged library (in a new process: this one keeps the library it loaded) is built again and replaced
+    damaged = tmp_path / "damaged"
+    damaged.write_bytes(b"not a library")
+    damaged.replace(built)
+    check = "from deit_tt.backends import native; print(native.tensix_kernels_available())"
+    environment = {**os.environ, native.settings.CACHE.variable: str(tmp_path)}
+    assert subprocess.run([sys.executable, "-c", check], env=environment, capture_output=True, text=True, check=True).stdout.strip() == "True"
+    assert built.stat().st_size > 10_000
