@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from deit_tt.backends import native
 from deit_tt.backends.executor import native_bfloat16_matmul
 from deit_tt.pipeline import build_pipeline
 from deit_tt.model.vocabulary import ALL_STAGES
@@ -65,6 +66,16 @@ def test_host_outputs_are_bit_identical_to_the_recorded_ones(tiny_checkpoint, nu
     differing = [name for name in expected if actual.get(name) != expected[name]]
     assert not differing, f"{len(differing)} of {len(expected)} stages changed, first: {differing[:5]}"
     assert actual.keys() == expected.keys()
+
+
+@pytest.mark.parametrize("policy", ["bf8", "bf16"])
+def test_tensix_outputs_are_the_same_without_the_compiled_kernels(tiny_checkpoint, monkeypatch, policy):
+    # where the compiled tensix linear and softmax exps are not built, the torch path gives the same bits
+    if not native.tensix_kernels_available():
+        pytest.skip("the compiled tensix kernels are not built here: the torch path is the only one")
+    compiled = stage_hashes(tiny_checkpoint, "tensix", policy)
+    monkeypatch.setattr(native, "tensix_kernels_available", lambda: False)
+    assert stage_hashes(tiny_checkpoint, "tensix", policy) == compiled
 
 
 if __name__ == "__main__":
