@@ -192,7 +192,7 @@ _STATE: dict = {}
 
 
 def _library():
-    """The compiled functions, or None when there is no C compiler (or it fails). Built once per process."""
+    """The compiled functions, or None when there is no C compiler (or it fails). Loaded (or built) once per process."""
     with _LOCK:
         if "library" not in _STATE:
             _STATE["library"] = _build()
@@ -333,7 +333,7 @@ def softmax_exps(x: torch.Tensor, scale: float | None, mask: torch.Tensor | None
         return None
     rows_per_mask_row = rows
     if mask is not None:
-        if mask.dtype != torch.bfloat16 or mask.shape[-1] != width or any(size != 1 for size in mask.shape[1:-1]) or mask.shape[0] not in (1, x.shape[0]):
+        if mask.dtype != torch.bfloat16 or mask.dim() != x.dim() or mask.shape[-1] != width or any(size != 1 for size in mask.shape[1:-1]) or mask.shape[0] not in (1, x.shape[0]):
             return None
         rows_per_mask_row = rows // mask.shape[0]
         mask = mask.contiguous()
