@@ -186,6 +186,10 @@ void softmax_exps(const uint16_t *x, const uint16_t *mask, int64_t rows_per_mask
 
 # The linear kernel's output tile (TILE_ROWS x TILE_COLUMNS in the C source).
 LINEAR_TILE = (4, 96)
+# Dot products up to this long are summed by oneDNN's bfloat16 GEMM (AVX512-BF16, torch 2.14) in the kernel's order
+# (checked once per process, ``tensix_kernels_available``); longer ones in an order of its own (1.3 in 10,000 outputs
+# differ at K = 768), so longer K blocks keep torch's GEMM: the host's results do not depend on the path.
+GEMM_K_IN_ORDER = 512
 _MIN_VALUES_PER_THREAD = 131072  # below this a thread's start-up costs more than its share of the work
 _LOCK = threading.Lock()
 _STATE: dict = {}
@@ -267,9 +271,22 @@ def available() -> bool:
 
 
 def tensix_kernels_available() -> bool:
-    """True when the compiled tensix linear and softmax exps can be used in this process (a C compiler targeting
-    AVX512-BF16)."""
-    return hasattr(_library(), "blocked_linear")
+    """True when the compiled tensix linear and softmax exps can be used in this process: built (a C compiler
+    targeting AVX512-BF16) and, checked once, summing a dot product of ``GEMM_K_IN_ORDER`` as torch's bfloat16 GEMM
+    does here (on a CPU where oneDNN takes another kernel, AMX for one, it may not)."""
+    if "tensix" not in _STATE:
+        _STATE["tensix"] = hasattr(_library(), "blocked_linear") and _sums_as_torch_does()
+    return _STATE["tensix"]
+
+
+def _sums_as_torch_does() -> bool:
+    generator = torch.Generator().manual_seed(0)
+    activations = torch.randn(LINEAR_TILE[0] * 4, GEMM_K_IN_ORDER, generator=generator).bfloat16()
+    weight = (torch.randn(GEMM_K_IN_ORDER, LINEAR_TILE[1], generator=generator) / 16).bfloat16()
+    out = torch.empty(activations.shape[0], weight.shape[1], dtype=torch.bfloat16)
+    pairs = weight_pairs(weight)
+    _library().blocked_linear(activations.data_ptr(), pairs.data_ptr(), None, out.data_ptr(), *out.shape, GEMM_K_IN_ORDER, GEMM_K_IN_ORDER, 0, out.shape[1])
+    return torch.equal(out, activations @ weight)
 
 
 def round_rows(groups: torch.Tensor, out: torch.Tensor, mantissa_bits: int) -> bool:

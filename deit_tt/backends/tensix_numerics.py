@@ -224,18 +224,12 @@ def blocked_matmul(in0: torch.Tensor, in1: torch.Tensor, config, block_k: int, o
     return total
 
 
-# Dot products up to this long are summed by oneDNN's bfloat16 GEMM (AVX512-BF16, torch 2.14) in the compiled
-# linear's order: longer ones in an order of its own (1.3 in 10,000 outputs differ at K = 768). Longer blocks (the
-# patch embedding's 1,024, one block) keep torch's GEMM, so that the host's results do not depend on the path.
-GEMM_K_IN_ORDER = 512
-
-
 def _compiled_linear(in0: torch.Tensor, in1: torch.Tensor, fidelity, block_k: int, bias: torch.Tensor | None) -> torch.Tensor | None:
     """``native.blocked_linear``: bfloat16 activations times a bfloat16 weight [K, N] at a one-product fidelity, every
     block's product, running sum and the bias rounded to bfloat16 (what ``blocked_matmul``'s loop computes for a
     Float16_b dest with bfloat16 partials, in one pass over the output). None where it does not apply."""
     operands = (in0, in1) if bias is None else (in0, in1, bias)
-    if fidelity not in ONE_PRODUCT_BITS or in1.dim() != 2 or any(t.dtype != torch.bfloat16 for t in operands) or block_k > GEMM_K_IN_ORDER:
+    if fidelity not in ONE_PRODUCT_BITS or in1.dim() != 2 or any(t.dtype != torch.bfloat16 for t in operands) or block_k > native.GEMM_K_IN_ORDER:
         return None
     if not native.linear_fits(in0.numel() // in0.shape[-1], *in1.shape, block_k):
         return None

@@ -139,3 +139,11 @@ def test_the_library_is_compiled_once_and_then_loaded_from_the_cache(tmp_path, m
     environment = {**os.environ, native.settings.CACHE.variable: str(tmp_path)}
     assert subprocess.run([sys.executable, "-c", check], env=environment, capture_output=True, text=True, check=True).stdout.strip() == "True"
     assert built.stat().st_size > 10_000
+
+
+def test_the_kernels_are_refused_where_torch_sums_in_another_order(monkeypatch):
+    monkeypatch.setattr(native, "_STATE", {})
+    monkeypatch.setattr(native.torch.Tensor, "__matmul__", lambda a, b: torch.matmul(a.float(), b.float()).mul_(1.0001).bfloat16())
+    assert not native.tensix_kernels_available()
+    monkeypatch.undo()
+    assert native.tensix_kernels_available()
