@@ -191,7 +191,8 @@ def main() -> None:
     print(
         f"cpu capability: {torch.backends.cpu.get_cpu_capability()}  native bf16 GEMM: {native_bfloat16_matmul()}  "
         f"threads: {torch.get_num_threads()} of {os.cpu_count()} cores (OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']})  "
-        f"block-float rounding: {'compiled' if native.available() else 'torch ops (no C compiler)'}  batch: {args.batch}  policy: {args.policy}  "
+        f"block-float rounding: {'compiled' if native.available() else 'torch ops (no C compiler)'}  "
+        f"tensix linear and softmax exps: {'compiled' if native.tensix_kernels_available() else 'torch ops'}  batch: {args.batch}  policy: {args.policy}  "
         f"best of {args.rounds} interleaved rounds",
         flush=True,
     )
