@@ -115,6 +115,11 @@ static inline __m512 widen(const uint16_t *bfloat16) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)bfloat16)), 16));
 }
 
+/* A float32 vector holding bfloat16 values, stored as 16 bfloat16. */
+static inline void store(uint16_t *bfloat16, __m512 x) {
+    _mm256_storeu_si256((__m256i *)bfloat16, _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(x), 16)));
+}
+
 /* out [rows x columns] = sum over K blocks of (a [rows x depth] @ w), each block and each sum rounded to bfloat16,
    then + bias. pairs: w packed as [depth / 2][columns] 32-bit pairs (w[2k][n], w[2k + 1][n]). Computes the column
    tiles from first_column to last_column. rows % TILE_ROWS == 0, columns % TILE_COLUMNS == 0, block_depth even. */
@@ -144,8 +149,7 @@ void blocked_linear(const uint16_t *a, const uint32_t *pairs, const uint16_t *bi
             for (int i = 0; i < TILE_ROWS; ++i) {
                 for (int j = 0; j < VECTORS; ++j) {
                     __m512 value = bias ? to_bfloat16(_mm512_add_ps(total[i][j], widen(bias + column + 16 * j))) : total[i][j];
-                    __m256i stored = _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(value), 16));
-                    _mm256_storeu_si256((__m256i *)(out + (row + i) * columns + column + 16 * j), stored);
+                    store(out + (row + i) * columns + column + 16 * j, value);
                 }
             }
         }
@@ -168,16 +172,14 @@ void softmax_exps(const uint16_t *x, const uint16_t *mask, int64_t rows_per_mask
             if (use_scale) value = to_bfloat16(_mm512_mul_ps(value, _mm512_set1_ps(scale)));
             if (mask) value = to_bfloat16(_mm512_add_ps(value, widen(mask + (row / rows_per_mask_row) * width + column)));
             largest = _mm512_max_ps(largest, value);
-            _mm256_storeu_si256((__m256i *)(exps + column), _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(value), 16)));
+            store(exps + column, value);
         }
         const __m512 row_max = _mm512_set1_ps(_mm512_reduce_max_ps(largest));
         for (int64_t column = 0; column < width; column += 16) {
             __m512 shifted = to_bfloat16(_mm512_sub_ps(widen(exps + column), row_max));
             __m512 mad = _mm512_add_ps(_mm512_mul_ps(_mm512_max_ps(threshold, shifted), a), b_minus_c);
             mad = _mm512_add_ps(_mm512_min_ps(_mm512_max_ps(mad, _mm512_setzero_ps()), _mm512_set1_ps(65535.0f)), _mm512_set1_ps(8388608.0f));
-            __m512 exp = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(mad), 15));
-            exp = to_bfloat16(exp);
-            _mm256_storeu_si256((__m256i *)(exps + column), _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(exp), 16)));
+            store(exps + column, to_bfloat16(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(mad), 15))));
         }
     }
 }
@@ -284,8 +286,7 @@ def _sums_as_torch_does() -> bool:
     activations = torch.randn(LINEAR_TILE[0] * 4, GEMM_K_IN_ORDER, generator=generator).bfloat16()
     weight = (torch.randn(GEMM_K_IN_ORDER, LINEAR_TILE[1], generator=generator) / 16).bfloat16()
     out = torch.empty(activations.shape[0], weight.shape[1], dtype=torch.bfloat16)
-    pairs = weight_pairs(weight)
-    _library().blocked_linear(activations.data_ptr(), pairs.data_ptr(), None, out.data_ptr(), *out.shape, GEMM_K_IN_ORDER, GEMM_K_IN_ORDER, 0, out.shape[1])
+    _run_linear(activations, weight_pairs(weight), None, GEMM_K_IN_ORDER, out, 0, 1)
     return torch.equal(out, activations @ weight)
 
 
@@ -327,17 +328,19 @@ def blocked_linear(activations: torch.Tensor, pairs: torch.Tensor, bias: torch.T
     rows = activations.numel() // K
     if not linear_fits(rows, K, N, block_k):
         raise ValueError(f"the compiled linear does not take {rows} x {K} @ {K} x {N} in K blocks of {block_k}")
-    tile_columns = LINEAR_TILE[1]
     activations = activations.contiguous()
     bias = None if bias is None else bias.reshape(-1).contiguous()
     out = torch.empty(*activations.shape[:-1], N, dtype=torch.bfloat16)
-    arguments = (activations.data_ptr(), pairs.data_ptr(), None if bias is None else bias.data_ptr(), out.data_ptr(), rows, N, K, block_k)
-
-    def column_tiles(start: int, stop: int) -> None:
-        _library().blocked_linear(*arguments, start * tile_columns, stop * tile_columns)
-
-    _in_parallel(column_tiles, N // tile_columns, rows * tile_columns)
+    _in_parallel(lambda start, stop: _run_linear(activations, pairs, bias, block_k, out, start, stop), N // LINEAR_TILE[1], rows * LINEAR_TILE[1])
     return out
+
+
+def _run_linear(activations, pairs, bias, block_k: int, out: torch.Tensor, first_tile: int, last_tile: int) -> None:
+    """The kernel on column tiles first_tile..last_tile of ``out`` (contiguous tensors; no checks)."""
+    K, N = activations.shape[-1], out.shape[-1]
+    bias_pointer = None if bias is None else bias.data_ptr()
+    first_column, last_column = first_tile * LINEAR_TILE[1], last_tile * LINEAR_TILE[1]
+    _library().blocked_linear(activations.data_ptr(), pairs.data_ptr(), bias_pointer, out.data_ptr(), out.numel() // N, N, K, block_k, first_column, last_column)
 
 
 def softmax_exps(x: torch.Tensor, scale: float | None, mask: torch.Tensor | None, constants: tuple[float, float, float]) -> torch.Tensor | None:

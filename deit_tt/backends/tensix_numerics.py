@@ -74,12 +74,17 @@ def truncate_mantissa(x: torch.Tensor, bits: int) -> torch.Tensor:
     ``keep_truncations`` (a weight) is truncated once per ``bits``, not at every op."""
     if x.dtype == torch.bfloat16 and bits >= 7:
         return x
+    return _kept(x, bits, lambda: _truncated(x, bits))
+
+
+def _kept(x: torch.Tensor, key, make):
+    """``make()``, computed once and kept under ``key`` for a tensor marked by ``keep_truncations``, afresh for any other."""
     kept = getattr(x, "truncations", None)
     if kept is None:
-        return _truncated(x, bits)
-    if bits not in kept:
-        kept[bits] = _truncated(x, bits)
-    return kept[bits]
+        return make()
+    if key not in kept:
+        kept[key] = make()
+    return kept[key]
 
 
 def keep_truncations(constant: torch.Tensor) -> torch.Tensor:
@@ -90,7 +95,7 @@ def keep_truncations(constant: torch.Tensor) -> torch.Tensor:
 
 def _truncated(x: torch.Tensor, bits: int) -> torch.Tensor:
     if x.dtype == torch.bfloat16:
-        return (x.contiguous().view(torch.int16) & -(1 << (7 - bits))).view(torch.bfloat16)
+        return x if bits >= 7 else (x.contiguous().view(torch.int16) & -(1 << (7 - bits))).view(torch.bfloat16)
     mask = -(1 << (23 - bits))  # ...1110000: sign, exponent and the top ``bits`` mantissa bits
     return (x.float().contiguous().view(torch.int32) & mask).view(torch.float32)
 
@@ -240,14 +245,7 @@ def _compiled_linear(in0: torch.Tensor, in1: torch.Tensor, fidelity, block_k: in
 def _weight_pairs(weight: torch.Tensor, bits: int) -> torch.Tensor:
     """``weight`` as SrcA reads it (``bits`` mantissa bits), packed for ``native.blocked_linear``: kept with a
     constant's truncations (``keep_truncations``) in place of the truncated weight itself."""
-    kept = getattr(weight, "truncations", None)
-    key = ("pairs", bits)
-    if kept is not None and key in kept:
-        return kept[key]
-    pairs = native.weight_pairs(weight if bits >= 7 else _truncated(weight, bits))
-    if kept is not None:
-        kept[key] = pairs
-    return pairs
+    return _kept(weight, ("pairs", bits), lambda: native.weight_pairs(_truncated(weight, bits)))
 
 
 def _block_product(pairs, k: slice, out: torch.Tensor | None = None) -> torch.Tensor:
